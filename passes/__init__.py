@@ -1,0 +1,1 @@
+"""Passes over the kgraph IR: autodiff, fusion, layout, folding, clean-up."""
