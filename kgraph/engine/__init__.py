@@ -1,0 +1,1 @@
+"""The symbolic front end: weights, symbolic tensors, layers, and tracing into the IR."""

@@ -1,0 +1,4 @@
+"""Models: Sequential and Functional."""
+from kgraph.models.functional import Model  # noqa: F401
+from kgraph.models.sequential import Sequential  # noqa: F401
+from kgraph.models.serialization import clone_model, model_from_json  # noqa: F401
