@@ -515,8 +515,14 @@ def test_optimizer_vs_keras_float64(cls_name, kwargs, float64_keras):
     # the updates themselves must be large compared with the tolerance
     moved = min(np.max(np.abs(a - b)) for a, b in zip(hr[-1], params0))
     _report("optimizer", f"{cls_name} {kwargs} (moved {moved:.1e})", diff)
-    assert moved > 1e-3
-    assert diff < 1e-12
+    if kwargs:  # non-default cases use step sizes that make any error visible
+        assert moved > 1e-2
+    # The torch backend's fused optimizers are float64-exact, but Keras's
+    # clipnorm / global_clipnorm use ops.maximum / ops.minimum with a Python
+    # scalar, which Keras's dtype promotion computes in float32 off TF.
+    norm_clip = "clipnorm" in kwargs or "global_clipnorm" in kwargs
+    tol = 1e-6 if (norm_clip and keras.backend.backend() != "tensorflow") else 1e-12
+    assert diff < tol
 
 
 @needs_keras
@@ -583,8 +589,10 @@ def _xcheck_loss_cases():
     return cases
 
 
-def _keras_loss_value_and_grad(name, yt, yp, sw, kw):
-    lobj = getattr(keras.losses, _KERAS_LOSS_CLASS[name])(dtype="float64", **kw)
+def _keras_loss_value_and_grad(name, yt, yp, sw, kw, reduction):
+    """Keras loss value and d value / d y_pred (torch autograd, else numeric)."""
+    lobj = getattr(keras.losses, _KERAS_LOSS_CLASS[name])(
+        dtype="float64", reduction=reduction, **kw)
     if keras.backend.backend() == "torch":
         import torch
         x = torch.tensor(np.asarray(yp, np.float64), requires_grad=True)
@@ -592,34 +600,64 @@ def _keras_loss_value_and_grad(name, yt, yp, sw, kw):
         if sw is not None:
             args["sample_weight"] = torch.tensor(np.asarray(sw, np.float64))
         val = lobj(torch.tensor(np.asarray(yt, np.float64)), x, **args)
-        val.backward()
-        return float(val.detach()), x.grad.numpy().copy()
+        val.sum().backward()
+        return val.detach().numpy().astype(np.float64), x.grad.numpy().copy()
 
     def f(x):
-        return float(keras.ops.convert_to_numpy(lobj(yt, x, sample_weight=sw)))
+        v = keras.ops.convert_to_numpy(lobj(yt, x, sample_weight=sw))
+        return float(np.sum(v))
 
-    return f(np.asarray(yp, np.float64)), kn.numeric_grad(f, yp)
+    v = np.asarray(keras.ops.convert_to_numpy(lobj(yt, yp, sample_weight=sw)), np.float64)
+    return v, kn.numeric_grad(f, yp)
+
+
+def _rel(a, b):
+    a = np.asarray(a, np.float64)
+    b = np.asarray(b, np.float64)
+    return float(np.max(np.abs(a - b)) / max(1.0, float(np.max(np.abs(a)))))
+
+
+def _tol():
+    """Relative tolerance for float64 Keras results.
+
+    Off the TensorFlow backend Keras's dtype promotion maps float64 to float32
+    (keras/src/backend/common/dtypes.py: BIT64_TO_BIT32_DTYPE, "to be aligned
+    with JAX"), so ops such as ops.mean, ops.divide_no_nan and
+    ops.maximum(x, python_float) compute in float32 even for float64 inputs:
+    those results only agree to float32 precision.  On TF they stay float64.
+    """
+    return 1e-10 if keras.backend.backend() == "tensorflow" else 1e-6
 
 
 @needs_keras
 @pytest.mark.parametrize("weighted", [False, True])
 def test_losses_vs_keras(weighted, float64_keras):
     rng = np.random.default_rng(7)
-    worst = {}
+    seen = set()
     for name, yt, yp, kw in _xcheck_loss_cases():
         sw = rng.uniform(0.0, 2.0, np.shape(yp)[0]) if weighted else None
-        kv, kg = _keras_loss_value_and_grad(name, yt, yp, sw, kw)
+        key = f"{name} {kw}" + (" weighted" if weighted else "")
+        # per-sample (reduction=None), float64 end to end in Keras
+        kv, kg = _keras_loss_value_and_grad(name, yt, yp, sw, kw, None)
+        y_true_a, y_pred_a = kn.squeeze_or_expand_to_same_rank(yt, np.asarray(yp, float))
+        rv = kn.reduce_weighted_values(kn.LOSSES[name][0](y_true_a, y_pred_a, **kw),
+                                       sw, reduction="none")
+        rg = kn.loss_grad(name, yt, yp, sample_weight=sw, reduction="sum", **kw)
+        d1, d2 = _rel(kv, rv), _rel(kg, rg)
+        _report("loss-none", key + " values", d1)
+        _report("loss-none", key + " grad", d2)
+        assert np.shape(kv) == np.shape(rv), key
+        assert d1 < _tol() and d2 < _tol(), key
+        # default reduction sum_over_batch_size (Keras result is float32)
+        kv, kg = _keras_loss_value_and_grad(name, yt, yp, sw, kw, "sum_over_batch_size")
         rv = kn.loss(name, yt, yp, sample_weight=sw, **kw)
         rg = kn.loss_grad(name, yt, yp, sample_weight=sw, **kw)
-        dv = abs(kv - rv)
-        dg = float(np.max(np.abs(kg - rg)))
-        key = f"{name} {kw}" + (" weighted" if weighted else "")
-        worst[key] = (dv, dg)
-        _report("loss", key + " value", dv)
-        _report("loss-grad", key, dg)
-        assert dv < 1e-10 * max(1.0, abs(kv)), key
-        assert dg < 1e-10 * max(1.0, float(np.max(np.abs(kg)))), key
-    assert set(k.split(" ")[0] for k in worst) == set(_KERAS_LOSS_CLASS)
+        d1, d2 = _rel(kv, rv), _rel(kg, rg)
+        _report("loss", key + " value", d1)
+        _report("loss", key + " grad", d2)
+        assert d1 < _tol() and d2 < _tol(), key
+        seen.add(name)
+    assert seen == set(_KERAS_LOSS_CLASS)
 
 
 @needs_keras
@@ -629,12 +667,13 @@ def test_loss_reductions_vs_keras(float64_keras):
     yp = rng.normal(size=(6, 4))
     sw = rng.uniform(0, 2, 6)
     for red in ("sum_over_batch_size", "sum", "mean_with_sample_weight"):
-        for w in (None, sw, sw[:, None]):
+        for w in (None, sw, sw[:, None], np.float64(0.5)):
             kv = float(keras.losses.MeanSquaredError(reduction=red, dtype="float64")(
                 yt, yp, sample_weight=w))
             rv = kn.loss("mse", yt, yp, sample_weight=w, reduction=red)
-            _report("reduction", f"{red} w={None if w is None else w.shape}", abs(kv - rv))
-            assert abs(kv - rv) < 1e-12
+            d = _rel(kv, rv)
+            _report("reduction", f"{red} w={None if w is None else np.shape(w)}", d)
+            assert d < _tol()
 
 
 # ---- metrics ----------------------------------------------------------------
@@ -713,9 +752,9 @@ def test_metrics_vs_keras(weighted, float64_keras):
     ]
     for cls_name, kw, yt, yp, ref in checks:
         kv = _kmetric(cls_name, yt, yp, sw, **kw)
-        d = abs(kv - ref)
+        d = _rel(kv, ref)
         _report("metric", f"{cls_name} {kw}" + (" weighted" if weighted else ""), d)
-        assert d < 1e-12, (cls_name, kw, kv, ref)
+        assert d < _tol(), (cls_name, kw, kv, ref)
 
 
 # ---- regularizers ----------------------------------------------------------

@@ -129,4 +129,3 @@ def check(model: onnx.ModelProto) -> None:
     onnx.checker.check_model(model, full_check=True)
 
 
-_ = TensorProto  # re-exported type for callers building tensors

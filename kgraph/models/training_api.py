@@ -1,8 +1,340 @@
-"""compile / fit / evaluate / train_on_batch: the training half of a Model."""
+"""compile / fit / evaluate / train_on_batch / test_on_batch: the training half of a Model.
+
+compile() only records the configuration; the train-step and eval graphs are derived
+on first use, when the labels' shapes are known, and cached per label signature."""
 from __future__ import annotations
+
+import math
+
+import numpy as np
+
+from kgraph import callbacks as callbacks_mod
+from kgraph import losses as losses_mod
+from kgraph import metrics as metrics_mod
+from kgraph import optimizers as optimizers_mod
+from kgraph import utils
+
+
+class CompiledSpec:
+    def __init__(self, optimizer, losses, loss_weights, metric_ids):
+        self.optimizer, self.losses, self.loss_weights, self.metric_ids = optimizer, losses, loss_weights, metric_ids
+        self.metrics = []  # (output index, Metric), resolved with the label shapes
 
 
 class TrainingAPI:
     def __init__(self):
         self.optimizer = None
         self.compiled = False
+        self.stop_training = False
+        self._compiled_spec = None
+        self._runners = {}
+        self._state = None
+        self.history = None
+
+    # -- compile -------------------------------------------------------------
+    def compile(self, optimizer="rmsprop", loss=None, loss_weights=None, metrics=None,
+                weighted_metrics=None, run_eagerly=False, steps_per_execution=1, jit_compile="auto",
+                **kwargs):
+        if kwargs:
+            raise TypeError(f"compile() got unexpected keyword arguments {sorted(kwargs)}")
+        self._ensure_compiled_model()
+        opt = optimizers_mod.get(optimizer)
+        n_out = len(self.outputs)
+        names = self.output_names()
+        if loss is None:
+            raise ValueError("compile() needs a `loss`. Received: loss=None")
+        if isinstance(loss, dict):
+            unknown = set(loss) - set(names)
+            if unknown:
+                raise ValueError(f"compile(): `loss` names unknown outputs {sorted(unknown)}; the "
+                                 f"model's outputs are {names}")
+            loss_list = [losses_mod.get(loss[n]) if n in loss else None for n in names]
+        elif isinstance(loss, (list, tuple)):
+            if len(loss) != n_out:
+                raise ValueError(f"compile(): `loss` has {len(loss)} entries for {n_out} outputs {names}")
+            loss_list = [losses_mod.get(l) for l in loss]
+        else:
+            loss_list = [losses_mod.get(loss) for _ in range(n_out)]
+        if loss_weights is None:
+            lw = [1.0] * n_out
+        elif isinstance(loss_weights, dict):
+            lw = [float(loss_weights.get(n, 1.0)) for n in names]
+        else:
+            if len(loss_weights) != n_out:
+                raise ValueError(f"compile(): `loss_weights` has {len(loss_weights)} entries for "
+                                 f"{n_out} outputs {names}")
+            lw = [float(w) for w in loss_weights]
+        metric_ids = self._normalize_metric_ids(metrics, names)
+        # resolve names now so that a typo fails at compile time
+        for oi, mid in metric_ids:
+            if isinstance(mid, str):
+                metrics_mod.get(mid, (None, 2), (None, 2))
+        self.optimizer = opt
+        self._compiled_spec = CompiledSpec(opt, loss_list, lw, metric_ids)
+        self._runners = {}
+        if self._state is not None:
+            self._state.detach()
+        self._state = None
+        self.compiled = True
+
+    def _normalize_metric_ids(self, metrics, names):
+        if metrics is None:
+            return []
+        if isinstance(metrics, dict):
+            out = []
+            for n, ms in metrics.items():
+                if n not in names:
+                    raise ValueError(f"compile(): `metrics` names unknown output '{n}'; outputs are {names}")
+                for m in ms if isinstance(ms, (list, tuple)) else [ms]:
+                    out.append((names.index(n), m))
+            return out
+        if not isinstance(metrics, (list, tuple)):
+            raise ValueError(f"compile(): `metrics` must be a list or a dict. Received: metrics={metrics!r}")
+        if len(names) > 1 and metrics and all(isinstance(m, (list, tuple)) for m in metrics):
+            return [(i, m) for i, ms in enumerate(metrics) for m in ms]
+        return [(i, m) for i in range(len(names)) for m in metrics]
+
+    def _ensure_compiled_model(self):
+        if not self.built:
+            raise ValueError(f"Model '{self.name}' has not been built yet: give it an input shape "
+                             f"(an Input layer) or call it on data before compile().")
+
+    # -- data ------------------------------------------------------------------
+    def _standardize_targets(self, y):
+        names = self.output_names()
+        if isinstance(y, dict):
+            missing = [n for n in names if n not in y]
+            if missing:
+                raise ValueError(f"Model '{self.name}': missing targets for outputs {missing}. "
+                                 f"Received keys: {sorted(y)}")
+            ys = [y[n] for n in names]
+        elif isinstance(y, (list, tuple)) and len(names) > 1:
+            ys = list(y)
+        else:
+            ys = [y]
+        if len(ys) != len(names):
+            raise ValueError(f"Model '{self.name}' has {len(names)} outputs {names} but received "
+                             f"{len(ys)} target arrays")
+        out = []
+        for n, t, arr in zip(names, self.outputs, ys):
+            arr = np.asarray(arr)
+            if arr.ndim == 1 and len(t.shape) == 2:
+                arr = arr.reshape(-1, 1) if t.shape[-1] == 1 else arr
+            if arr.dtype.kind not in "fiub":
+                raise ValueError(f"Targets for output '{n}' must be numeric. Received dtype {arr.dtype}")
+            out.append(np.ascontiguousarray(arr, dtype=np.float32))
+        return out
+
+    def _check_labels(self, ys):
+        spec = self._compiled_spec
+        for n, t, arr, loss in zip(self.output_names(), self.outputs, ys, spec.losses):
+            if loss is None:
+                continue
+            sparse = "sparse" in loss.name
+            pred_shape = t.shape
+            if sparse:
+                ok = arr.ndim in (len(pred_shape) - 1, len(pred_shape)) and (
+                    arr.ndim == len(pred_shape) - 1 or arr.shape[-1] == 1)
+                if ok and arr.size and (arr.min() < 0 or arr.max() >= pred_shape[-1]):
+                    raise ValueError(f"Loss '{loss.name}' for output '{n}': labels must be integers in "
+                                     f"[0, {pred_shape[-1]}). Received labels in [{arr.min():g}, {arr.max():g}]")
+            else:
+                ok = arr.ndim == len(pred_shape) and all(
+                    e is None or e == r for e, r in zip(pred_shape[1:], arr.shape[1:]))
+            if not ok:
+                want = f"{(None,) + tuple(pred_shape[1:-1])} or {(None,) + tuple(pred_shape[1:-1]) + (1,)}" \
+                    if sparse else f"{pred_shape}"
+                raise ValueError(f"Loss '{loss.name}' for output '{n}' expects targets of shape {want}, "
+                                 f"received targets of shape {arr.shape}")
+
+    def _prepare(self, x, y, sample_weight=None, class_weight=None, what="fit"):
+        if not self.compiled:
+            raise RuntimeError(f"You must call `compile()` before using the model ({what}).")
+        self._ensure_model_built(x)
+        xs = self._standardize_inputs(x)
+        if y is None:
+            raise ValueError(f"{what}() needs targets `y`. Received: y=None")
+        ys = self._standardize_targets(y)
+        n = xs[0].shape[0]
+        for name, arr in zip(self.output_names(), ys):
+            if arr.shape[0] != n:
+                raise ValueError(f"Data cardinality is ambiguous: x has {n} samples but y "
+                                 f"('{name}') has {arr.shape[0]} samples. Make sure all arrays "
+                                 f"contain the same number of samples.")
+        for name, arr in zip(self.input_names() + self.output_names(), xs + ys):
+            if arr.dtype.kind == "f" and not np.isfinite(arr).all():
+                raise ValueError(f"{what}(): the data for '{name}' contains NaN or infinite values "
+                                 f"({int((~np.isfinite(arr)).sum())} entries)")
+        self._check_labels(ys)
+        sw = np.ones(n, np.float32)
+        if sample_weight is not None:
+            sample_weight = np.asarray(sample_weight, np.float32).reshape(-1)
+            if sample_weight.shape[0] != n:
+                raise ValueError(f"`sample_weight` has {sample_weight.shape[0]} entries for {n} samples")
+            sw = sw * sample_weight
+        if class_weight is not None:
+            labels = ys[0]
+            cls = labels.argmax(-1) if labels.ndim > 1 and labels.shape[-1] > 1 else labels.reshape(-1).round()
+            sw = sw * np.array([class_weight.get(int(c), 1.0) for c in cls], np.float32)
+        return xs, ys, sw
+
+    # -- graphs ---------------------------------------------------------------------
+    def _runner(self, kind, ys):
+        from kgraph.lower import lower
+        from kgraph.runtime.state import TrainingState
+        from kgraph.runtime.trainer import StepRunner
+        from kgraph.training.step_graph import build_eval_graph, build_train_graph
+        spec = self._compiled_spec
+        key = (kind,) + tuple((a.shape[1:], a.dtype.str) for a in ys)
+        if key in self._runners:
+            return self._runners[key]
+        y_specs = [(n, (None,) + a.shape[1:], np.float32) for n, a in zip(self.output_names(), ys)]
+        if not spec.metrics or getattr(spec, "_metric_key", None) != key[1:]:
+            spec.metrics = [(oi, metrics_mod.get(mid, ys[oi].shape, self.outputs[oi].shape,
+                                                 spec.losses[oi].name if spec.losses[oi] else ""))
+                            for oi, mid in spec.metric_ids]
+            spec._metric_key = key[1:]
+        if self._state is None:
+            self._state = TrainingState(self.weights, spec.optimizer)
+        build = build_train_graph if kind == "train" else build_eval_graph
+        g, sig = build(spec, self, y_specs)
+        for name, var in sig.weight_inputs:
+            self._state.ensure_weight(name, var)
+        for name, skey in sig.slot_inputs:
+            var = next((w for w in self.weights if w.path == skey[0]), None)
+            init = spec.optimizer.global_slots().get(skey[1]) if var is None else None
+            self._state.ensure_slot(name, skey, var, init)
+        host_types = {n: (v.shape, v.dtype) for n, v in g.outputs if not n.startswith("new/")}
+        runner = StepRunner(lower(g), sig, self._state, host_types, train=(kind == "train"))
+        runner.metric_objs = spec.metrics
+        runner.ir = g
+        self._runners[key] = runner
+        return runner
+
+    # -- steps ----------------------------------------------------------------------
+    def _train_step(self, runner, batch):
+        opt = self.optimizer
+        out = runner.run(batch, lr=opt.current_learning_rate(), t=opt.iterations + 1)
+        opt.iterations += 1
+        return out
+
+    @staticmethod
+    def _metric_partials(runner, out):
+        return [[np.array(out[n], np.float64) for n in names] for _, names in runner.sig.metric_outputs]
+
+    @staticmethod
+    def _logs(runner, loss_sum, count, totals):
+        logs = {"loss": float(loss_sum / max(count, 1))}
+        for (_, metric), tot in zip(runner.metric_objs, totals):
+            logs[metric.name] = metric.result(tot)
+        # Keras orders metric names alphabetically after the loss in the logs it prints
+        return logs
+
+    def _run_epoch(self, runner, xs, ys, sw, batch_size, order, train, cbs=None, limit=None):
+        n = len(order)
+        steps = math.ceil(n / batch_size) if limit is None else limit
+        loss_sum, count = 0.0, 0
+        totals = None
+        for step in range(steps):
+            idx = order[(step * batch_size) % n: (step * batch_size) % n + batch_size]
+            batch = [np.take(a, idx, axis=0) for a in xs] + [np.take(a, idx, axis=0) for a in ys] + [sw[idx]]
+            if cbs is not None:
+                cbs.on_train_batch_begin(step) if train else cbs.on_test_batch_begin(step)
+            out = self._train_step(runner, batch) if train else runner.run(batch)
+            loss = float(out["loss"])
+            loss_sum += loss * len(idx)
+            count += len(idx)
+            parts = self._metric_partials(runner, out)
+            totals = parts if totals is None else [[a + b for a, b in zip(t, p)] for t, p in zip(totals, parts)]
+            if cbs is not None:
+                logs = self._logs(runner, loss_sum, count, totals or [])
+                cbs.on_train_batch_end(step, logs) if train else cbs.on_test_batch_end(step, logs)
+            if train and self.stop_training:
+                break
+        return self._logs(runner, loss_sum, count, totals or [])
+
+    def fit(self, x=None, y=None, batch_size=None, epochs=1, verbose="auto", callbacks=None,
+            validation_split=0.0, validation_data=None, shuffle=True, class_weight=None,
+            sample_weight=None, initial_epoch=0, steps_per_epoch=None, validation_steps=None,
+            validation_batch_size=None, validation_freq=1):
+        batch_size = 32 if batch_size is None else batch_size
+        if not isinstance(batch_size, (int, np.integer)) or batch_size <= 0:
+            raise ValueError(f"Expected `batch_size` to be a positive integer. Received: batch_size={batch_size!r}")
+        if not 0 <= validation_split < 1:
+            raise ValueError(f"`validation_split` must be in [0, 1). Received: validation_split={validation_split}")
+        xs, ys, sw = self._prepare(x, y, sample_weight, class_weight, "fit")
+        n = xs[0].shape[0]
+        val = None
+        if validation_data is not None:
+            vx, vy = validation_data[0], validation_data[1]
+            vsw = validation_data[2] if len(validation_data) > 2 else None
+            val = self._prepare(vx, vy, vsw, None, "fit (validation_data)")
+        elif validation_split:
+            # Keras takes the *last* fraction, before any shuffling.
+            split = int(n * (1.0 - validation_split))
+            val = ([a[split:] for a in xs], [a[split:] for a in ys], sw[split:])
+            xs, ys, sw = [a[:split] for a in xs], [a[:split] for a in ys], sw[:split]
+            n = split
+        runner = self._runner("train", ys)
+        val_runner = self._runner("eval", val[1]) if val is not None else None
+        if verbose == "auto":
+            verbose = 1
+        steps = steps_per_epoch or math.ceil(n / batch_size)
+        history = callbacks_mod.History()
+        cb_list = list(callbacks or [])
+        if verbose:
+            cb_list.append(callbacks_mod.ProgbarLogger(verbose))
+        cb_list.append(history)
+        cbs = callbacks_mod.CallbackList(cb_list, self, {"epochs": epochs, "steps": steps, "verbose": verbose})
+        self.stop_training = False
+        cbs.on_train_begin()
+        logs = {}
+        for epoch in range(initial_epoch, epochs):
+            cbs.on_epoch_begin(epoch)
+            order = utils.rng().permutation(n) if shuffle else np.arange(n)
+            logs = self._run_epoch(runner, xs, ys, sw, batch_size, order, True, cbs, steps_per_epoch)
+            if val_runner is not None and (epoch + 1) % validation_freq == 0:
+                vb = validation_batch_size or batch_size
+                vlogs = self._run_epoch(val_runner, val[0], val[1], val[2], vb, np.arange(len(val[2])), False)
+                logs.update({f"val_{k}": v for k, v in vlogs.items()})
+            cbs.on_epoch_end(epoch, logs)
+            if self.stop_training:
+                break
+        cbs.on_train_end(logs)
+        self._state.sync_to_host()
+        self.history = history
+        return history
+
+    def evaluate(self, x=None, y=None, batch_size=None, verbose="auto", sample_weight=None, steps=None,
+                 callbacks=None, return_dict=False):
+        batch_size = 32 if batch_size is None else batch_size
+        xs, ys, sw = self._prepare(x, y, sample_weight, None, "evaluate")
+        runner = self._runner("eval", ys)
+        logs = self._run_epoch(runner, xs, ys, sw, batch_size, np.arange(len(sw)), False, None, steps)
+        if verbose and verbose != "auto" or verbose == "auto":
+            pass
+        if return_dict:
+            return logs
+        vals = list(logs.values())
+        return vals[0] if len(vals) == 1 else vals
+
+    def train_on_batch(self, x, y=None, sample_weight=None, class_weight=None, return_dict=False):
+        xs, ys, sw = self._prepare(x, y, sample_weight, class_weight, "train_on_batch")
+        runner = self._runner("train", ys)
+        out = self._train_step(runner, xs + ys + [sw])
+        logs = self._logs(runner, float(out["loss"]), 1, self._metric_partials(runner, out))
+        self._state.sync_to_host()
+        return logs if return_dict else (list(logs.values()) if len(logs) > 1 else logs["loss"])
+
+    def test_on_batch(self, x, y=None, sample_weight=None, return_dict=False):
+        xs, ys, sw = self._prepare(x, y, sample_weight, None, "test_on_batch")
+        runner = self._runner("eval", ys)
+        out = runner.run(xs + ys + [sw])
+        logs = self._logs(runner, float(out["loss"]), 1, self._metric_partials(runner, out))
+        return logs if return_dict else (list(logs.values()) if len(logs) > 1 else logs["loss"])
+
+    def get_weights(self):
+        return [w.numpy().copy() for w in self.weights]
+
+
+

@@ -33,8 +33,16 @@ Keras, see ``tests/test_reference_selfcheck.py``):
   ``clipvalue`` clips elementwise to [-v, v].  Only one may be set.
 * ``keras.regularizers.l1_l2`` is the class ``L1L2`` whose defaults are
   ``l1=0.0, l2=0.0`` (tf.keras 2's ``l1_l2`` function defaulted to 0.01/0.01).
-  ``L1`` stores its factor as a float32 tensor, so in float64 Keras uses
-  0.009999999776482582 instead of 0.01 (relative difference 2.2e-8).
+  ``L1`` stores its factor as a tensor of dtype floatx, so under the default
+  floatx float32 a float64 weight is penalised with 0.009999999776482582
+  instead of 0.01 (relative difference 2.2e-8).
+* Off the TensorFlow backend Keras computes many float64 ops in float32
+  (keras/src/backend/common/dtypes.py maps float64 -> float32 in
+  ``result_type``, "to be aligned with JAX"): ``ops.mean``,
+  ``ops.divide_no_nan`` (every loss reduction and metric result) and
+  ``ops.maximum/minimum(tensor, python_float)`` (clipnorm, global_clipnorm).
+  So float64 Keras on torch/JAX agrees with this reference to ~1e-7
+  relative only; on TensorFlow it agrees to float64 round-off.
 * Loss reduction ``sum_over_batch_size`` divides the (weighted) sum by the
   number of per-sample loss values, *not* by the sum of the sample weights;
   metrics built on ``keras.metrics.Mean`` divide by the sum of the weights.

@@ -1,0 +1,1 @@
+"""Derivation of the train-step and eval graphs from a compiled model."""

@@ -1,0 +1,81 @@
+"""Runtime-owned training state: weights and optimizer slots in two alternating
+buffer sets (ping-pong). A step reads set A and writes set B, so no output ever
+aliases an input inside one graph (FACTS.md: aliasing gave wrong results).
+
+The buffers are numpy arrays that onnxruntime reads and writes in place through
+OrtValues sharing their memory: nothing is copied per step. Variables pull from
+here only when read (get_weights, saving, callbacks)."""
+from __future__ import annotations
+
+import numpy as np
+
+
+class TrainingState:
+    def __init__(self, variables, optimizer):
+        self.variables = list(variables)
+        self.optimizer = optimizer
+        self.buffers: list[dict[str, np.ndarray]] = [{}, {}]
+        self.parity = 0
+        self.slot_values: dict = {}   # (var path, slot name) -> array, for saving/restoring
+        self._ahead = False           # runtime holds newer weights than the Variables
+        self._names: dict[int, str] = {}
+
+    # -- registration ------------------------------------------------------------
+    def ensure_weight(self, name, var):
+        if name not in self.buffers[0]:
+            value = np.array(var._value, copy=True)
+            self.buffers[0][name] = value
+            self.buffers[1][name] = value.copy()
+            self._names[id(var)] = name
+            var._owner = self
+
+    def ensure_slot(self, name, key, like_var=None, init=None):
+        if name not in self.buffers[0]:
+            if init is None:
+                init = self.optimizer.slot_initial(key[1], like_var._value)
+            value = np.array(init, dtype=np.float32 if like_var is None else like_var.dtype, copy=True)
+            self.buffers[0][name] = value
+            self.buffers[1][name] = value.copy()
+
+    def current(self, name) -> np.ndarray:
+        return self.buffers[self.parity][name]
+
+    def next(self, name) -> np.ndarray:
+        return self.buffers[1 - self.parity][name]
+
+    def stepped(self):
+        """Called after a step wrote the next set: it becomes current."""
+        self.parity ^= 1
+        self._ahead = True
+
+    # -- host sync -----------------------------------------------------------------
+    def sync_to_host(self):
+        if not self._ahead:
+            return
+        self._ahead = False
+        for var in self.variables:
+            name = self._names.get(id(var))
+            if name is not None:
+                var._set_from_runtime(self.current(name).copy())
+        from kgraph.engine.variable import touch
+        touch()
+
+    def invalidate(self):
+        """A Variable was assigned from outside: reload weights into both buffer sets
+        (after the assignment, see `reload`)."""
+        self._reload_pending = True
+
+    def reload(self):
+        if getattr(self, "_reload_pending", False):
+            self._reload_pending = False
+            for var in self.variables:
+                name = self._names.get(id(var))
+                if name is not None:
+                    for buf in self.buffers:
+                        np.copyto(buf[name], var._value)
+
+    def detach(self):
+        self.sync_to_host()
+        for var in self.variables:
+            if var._owner is self:
+                var._owner = None
