@@ -32,9 +32,10 @@ class Optimizer:
             kwargs.pop(k, None)
         if kwargs:
             raise TypeError(f"{type(self).__name__} got unexpected keyword arguments {sorted(kwargs)}")
-        if sum(x is not None for x in (clipnorm, global_clipnorm)) > 1:
-            raise ValueError("Only one of `clipnorm` and `global_clipnorm` can be set. "
-                             f"Received: clipnorm={clipnorm}, global_clipnorm={global_clipnorm}")
+        if sum(x is not None for x in (clipnorm, clipvalue, global_clipnorm)) > 1:
+            raise ValueError("Only one of `clipnorm`, `clipvalue` and `global_clipnorm` can be set. "
+                             f"Received: clipnorm={clipnorm}, clipvalue={clipvalue}, "
+                             f"global_clipnorm={global_clipnorm}")
         self.learning_rate = self.default_lr if learning_rate is None else learning_rate
         self.weight_decay, self.clipnorm, self.clipvalue = weight_decay, clipnorm, clipvalue
         self.global_clipnorm = global_clipnorm
