@@ -2,16 +2,20 @@
 
 dead_code_elimination: removes every node no graph output depends on; graph inputs stay
   (they are the graph's interface). Guarantee: outputs unchanged.
-remove_identities: `identity(x)` readers read x instead (Dropout at inference is an
-  identity). Guarantee: outputs unchanged; graph outputs that are identities of graph
-  inputs are kept.
+remove_identities: readers of `identity(x)` read x instead (Dropout at inference is an
+  identity). Guarantee: outputs unchanged; an output that is an identity of a graph input
+  keeps its node (an ONNX output cannot be an input).
 """
 from __future__ import annotations
 
 import networkx as nx
 
+from kgraph.passes.infra import graph_pass
 
+
+@graph_pass("dead_code_elimination")
 def dead_code_elimination(graph) -> bool:
+    """Removes nodes that no output depends on. Outputs unchanged."""
     live = set()
     for _, v in graph.outputs:
         live.add(v.node)
@@ -23,11 +27,12 @@ def dead_code_elimination(graph) -> bool:
     return bool(dead)
 
 
+@graph_pass("remove_identities")
 def remove_identities(graph) -> bool:
+    """Bypasses identity nodes. Outputs unchanged."""
     changed = False
     for nid in list(graph.topological_order()):
-        data = graph.g.nodes[nid]
-        if data["op"] != "identity":
+        if graph.g.nodes[nid]["op"] != "identity":
             continue
         (src,) = graph.node_inputs(nid)
         out = graph.node_outputs(nid)[0]

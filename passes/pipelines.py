@@ -1,29 +1,22 @@
 """Named pass pipelines: one readable list per purpose."""
 from __future__ import annotations
 
-import os
-
-from kgraph.passes import cleanup
+from kgraph.passes import cleanup, constant_folding, cse, fusion_dense  # noqa: F401 (registers)
+from kgraph.passes.infra import PassManager
 
 PIPELINES = {
-    "inference": [cleanup.remove_identities, cleanup.dead_code_elimination],
-    "training": [cleanup.dead_code_elimination],
+    # predict graphs and files for serving
+    "inference": ["remove_identities", "constant_folding", "common_subexpression_elimination",
+                  "fuse_dense_activation", "dead_code_elimination"],
+    # forward + loss of a training graph, before autodiff: fused ops get fused gradients
+    "training_forward": ["remove_identities", "common_subexpression_elimination",
+                         "fuse_dense_activation", "dead_code_elimination"],
+    # the whole train step after autodiff and the optimizer update
+    "training": ["constant_folding", "common_subexpression_elimination", "dead_code_elimination"],
 }
 
 
-def run_pipeline(name, graph, verify=False):
-    """Runs the passes of `name` in order; returns {pass name: changed}. With
-    KGRAPH_DUMP_IR=dir, writes the IR after each pass as text."""
-    from kgraph.ir.verify import verify as verify_ir
-    dump = os.environ.get("KGRAPH_DUMP_IR")
-    report = {}
-    for i, p in enumerate(PIPELINES[name]):
-        changed = p(graph)
-        report[p.__name__] = changed
-        if verify:
-            verify_ir(graph)
-        if dump:
-            os.makedirs(dump, exist_ok=True)
-            with open(os.path.join(dump, f"{graph.name}.{name}.{i:02d}.{p.__name__}.txt"), "w") as f:
-                f.write(graph.dump())
-    return report
+def run_pipeline(name, graph, verify=False, passes=None):
+    """Runs the pipeline `name` (or the explicit list `passes`) on `graph` in place and
+    returns the per-pass records."""
+    return PassManager(PIPELINES[name] if passes is None else passes, verify=verify, tag=name).run(graph)

@@ -76,6 +76,9 @@ CASES = {
     # through float32 and back: a linear function, so a large step is exact up to float32 rounding
     "cast": (lambda x: ops.cast(ops.cast(x, np.float32), np.float64), [r(3, 4)], None, 1e-2, 1e-5),
     "clip": (lambda x: ops.clip(x, -0.5, 0.5), [np.array([[-0.9, -0.3, 0.1, 0.4, 0.8]])], None),
+    "dense": (lambda x, w, b: ops.dense(x, w, b, "tanh"), [r(2, 3, 4), r(4, 5), r(5)], None),
+    "dense/relu": (lambda x, w, b: ops.dense(x, w, b, "relu"), [r(3, 4), r(4, 5), away_from_zero(5) * 3], None),
+    "dense/sigmoid": (lambda x, w, b: ops.dense(x, w, b, "sigmoid"), [r(3, 4), r(4, 5), r(5)], None),
     "dropout": (None, None, None),  # random: checked against its mask in test_dropout_gradient
 }
 

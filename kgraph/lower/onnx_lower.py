@@ -19,7 +19,8 @@ PRODUCER = "kgraph"
 class LowerContext:
     """What a lowering rule may do: add ONNX nodes, constants and fresh names."""
 
-    def __init__(self):
+    def __init__(self, target="portable"):
+        self.target = target
         self.nodes: list[onnx.NodeProto] = []
         self.initializers: dict[str, onnx.TensorProto] = {}
         self._const_names: dict = {}
@@ -54,12 +55,19 @@ def _value_info(name, ttype, sym_prefix):
         name, helper.np_dtype_to_tensor_dtype(np.dtype(ttype.dtype)), dims)
 
 
+TARGETS = ("portable", "onnxruntime")
+
+
 def lower(graph, freeze: dict | None = None, opset: int = OPSET, metadata: dict | None = None,
-          name: str | None = None) -> onnx.ModelProto:
+          name: str | None = None, target: str = "portable") -> onnx.ModelProto:
     """Lowers `graph`. Inputs named in `freeze` become initializers with the given values
-    (weights baked in for serving); the others stay graph inputs, in `graph.inputs` order."""
+    (weights baked in for serving); the others stay graph inputs, in `graph.inputs` order.
+    `target`: 'portable' writes the standard ONNX domain only (files for serving);
+    'onnxruntime' may use contrib ops that plain onnxruntime loads (e.g. FusedGemm)."""
+    if target not in TARGETS:
+        raise ValueError(f"unknown lowering target {target!r}; expected one of {TARGETS}")
     freeze = freeze or {}
-    ctx = LowerContext()
+    ctx = LowerContext(target)
     names: dict[tuple[int, int], str] = {}
     inputs = []
     for v in graph.inputs:
@@ -107,7 +115,10 @@ def lower(graph, freeze: dict | None = None, opset: int = OPSET, metadata: dict 
     outputs = [_value_info(oname, v.type, oname) for oname, v in graph.outputs]
     onnx_graph = helper.make_graph(ctx.nodes, name or graph.name, inputs, outputs,
                                    initializer=list(ctx.initializers.values()))
-    model = helper.make_model(onnx_graph, opset_imports=[helper.make_opsetid("", opset)],
+    opsets = [helper.make_opsetid("", opset)]
+    if any(n.domain == "com.microsoft" for n in ctx.nodes):
+        opsets.append(helper.make_opsetid("com.microsoft", 1))
+    model = helper.make_model(onnx_graph, opset_imports=opsets,
                               producer_name=PRODUCER, producer_version=_version())
     model.ir_version = min(model.ir_version, 10)  # readable by onnxruntime releases of the last years
     for k, v in (metadata or {}).items():

@@ -100,13 +100,22 @@ def build_train_graph(compiled, model, y_specs):
     bound = bound_variables(g)
     train_pairs = [(var, v) for var, v in bound if id(var) in trainable_ids]
     sig.weight_inputs = [(_input_name(g, v), var) for var, v in bound]
+    names_of = {id(var): _input_name(g, v) for var, v in bound}
+    named = _add_metric_outputs(g, sig, total, metric_vals)
+    updates = [(f"new/{names_of[id(var)]}", val) for var, val in ctx.updates]
+    # Forward passes (fusion) run before autodiff, so fused ops get their fused gradients.
+    g.set_outputs(named + updates)
+    run_pipeline("training_forward", g)
+    outs = dict(g.outputs)
+    named = [(n, outs[n]) for n, _ in named]
+    updates = [(n, outs[n]) for n, _ in updates]
+    total = outs["loss"]
     lr = g.add_input("lr", (), np.float32)
     t = g.add_input("t", (), np.float32)
     sig.scalar_inputs = ["lr", "t"]
-    named = _add_metric_outputs(g, sig, total, metric_vals)
     with ops.building(g):
         grads = gradients(g, total, [v for _, v in train_pairs])
-        slots, slot_names = [], []
+        slots = []
         for var, v in train_pairs:
             s = {}
             for sname in opt.slot_names:
@@ -131,11 +140,9 @@ def build_train_graph(compiled, model, y_specs):
     for gname, val in new_g.items():
         named.append((f"new/global/{gname}", val))
         sig.feedback.append((f"new/global/{gname}", f"global/{gname}"))
-    names_of = {id(var): _input_name(g, v) for var, v in bound}
-    for var, val in ctx.updates:
-        iname = names_of[id(var)]
-        named.append((f"new/{iname}", val))
-        sig.feedback.append((f"new/{iname}", iname))
+    for name, val in updates:
+        named.append((name, val))
+        sig.feedback.append((name, name[len("new/"):]))
     g.set_outputs(named)
     run_pipeline("training", g)
     return g, sig

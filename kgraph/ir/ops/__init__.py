@@ -19,3 +19,4 @@ from kgraph.ir.ops.unary import (  # noqa: F401
 def square(x):
     (x,) = coerce(x)
     return x * x
+from kgraph.ir.ops.fused import dense  # noqa: F401,E402

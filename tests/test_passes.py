@@ -1,0 +1,231 @@
+"""Each pass: a positive test (the rewrite happened, node counts as expected), a negative
+test (a near miss left alone, with the reason) and a numeric test (outputs, and for
+training graphs gradients, unchanged)."""
+import numpy as np
+import onnxruntime as ort
+import pytest
+
+import kgraph
+import kgraph.ir as ir
+from kgraph import layers
+from kgraph.ir import ops
+from kgraph.lower import lower
+from kgraph.passes import cleanup, constant_folding, cse, fusion_dense
+from kgraph.passes.autodiff import gradients
+from kgraph.passes.infra import PassManager, format_records
+from kgraph.passes.pipelines import run_pipeline
+
+rng = np.random.default_rng(0)
+
+
+def run(graph, feeds, target="portable"):
+    sess = ort.InferenceSession(lower(graph, target=target).SerializeToString(),
+                                providers=["CPUExecutionProvider"])
+    return sess.run(None, feeds)
+
+
+def mlp_graph(act="relu", extra_reader=False, bias_shape=(4,)):
+    g = ir.Graph("mlp")
+    x = g.add_input("x", (None, 3), np.float32)
+    w = g.add_input("w", (3, 4), np.float32)
+    b = g.add_input("b", bias_shape, np.float32)
+    with ops.building(g):
+        mm = ops.matmul(x, w)
+        z = mm + b
+        y = getattr(ops, act)(z) if act != "linear" else z
+        outs = [("y", y)]
+        if extra_reader:
+            outs.append(("mm2", mm * 2.0))
+    g.set_outputs(outs)
+    return g
+
+
+FEEDS = {"x": rng.normal(size=(5, 3)).astype(np.float32), "w": rng.normal(size=(3, 4)).astype(np.float32),
+         "b": rng.normal(size=(4,)).astype(np.float32)}
+
+
+# ---- fuse_dense_activation ------------------------------------------------------------------
+@pytest.mark.parametrize("act", ["relu", "sigmoid", "tanh", "linear"])
+@pytest.mark.parametrize("target", ["portable", "onnxruntime"])
+def test_dense_fusion_positive_and_numeric(act, target):
+    g = mlp_graph(act)
+    before = run(g, FEEDS)
+    assert fusion_dense.fuse_dense_activation(g) is True
+    ir.verify(g)
+    counts = g.op_counts()
+    assert counts.get("dense") == 1 and "matmul" not in counts and "add" not in counts
+    assert act == "linear" or act not in counts
+    np.testing.assert_allclose(run(g, FEEDS, target)[0], before[0], rtol=1e-6, atol=1e-6)
+    assert fusion_dense.fuse_dense_activation(g) is False  # nothing left to fuse
+
+
+def test_dense_fusion_onnxruntime_target_uses_fusedgemm_portable_does_not():
+    g = mlp_graph("relu")
+    fusion_dense.fuse_dense_activation(g)
+    ort_ops = {n.op_type for n in lower(g, target="onnxruntime").graph.node}
+    portable = lower(g, target="portable")
+    assert "FusedGemm" in ort_ops
+    assert {n.domain for n in portable.graph.node} == {""}
+
+
+@pytest.mark.parametrize("near_miss,reason", [
+    ("extra_reader", "several readers"),
+    ("matrix_bias", "not a bias vector"),
+])
+def test_dense_fusion_negative(near_miss, reason):
+    g = mlp_graph("relu", extra_reader=near_miss == "extra_reader",
+                  bias_shape=(5, 4) if near_miss == "matrix_bias" else (4,))
+    mm = next(n for n, d in g.g.nodes(data=True) if d["op"] == "matmul")
+    assert reason in fusion_dense.match(g, mm)
+    before = g.op_counts()
+    assert fusion_dense.fuse_dense_activation(g) is False
+    assert g.op_counts() == before
+
+
+def test_dense_fusion_leaves_an_activation_whose_input_is_read_twice():
+    g = mlp_graph("relu")
+    z = next(g.node_outputs(n)[0] for n, d in g.g.nodes(data=True) if d["op"] == "add")
+    with ops.building(g):
+        g.set_outputs(g.outputs + [("z3", z * 3.0)])
+    before = run(g, FEEDS)
+    assert fusion_dense.fuse_dense_activation(g) is True
+    counts = g.op_counts()
+    assert counts["dense"] == 1 and counts["relu"] == 1  # matmul+add fused as linear only
+    assert g.g.nodes[next(n for n, d in g.g.nodes(data=True) if d["op"] == "dense")]["attrs"]["activation"] == "linear"
+    for a, b in zip(run(g, FEEDS), before):
+        np.testing.assert_allclose(a, b, rtol=1e-6, atol=1e-6)
+
+
+def test_dense_fusion_keeps_gradients():
+    """Gradients derived after fusion (fused rule, from the output) equal those derived
+    from the unfused graph."""
+    def grads(fuse):
+        g = mlp_graph("tanh")
+        if fuse:
+            fusion_dense.fuse_dense_activation(g)
+        y = dict(g.outputs)["y"]
+        with ops.building(g):
+            loss = ops.reduce_sum(y * y)
+            gs = gradients(g, loss, g.inputs)
+        g.set_outputs([(f"g{i}", v) for i, v in enumerate(gs)])
+        return run(g, FEEDS)
+    for a, b in zip(grads(False), grads(True)):
+        np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-6)
+
+
+# ---- common_subexpression_elimination ---------------------------------------------------
+def test_cse_merges_duplicates_but_not_random_ops():
+    g = ir.Graph()
+    x = g.add_input("x", (None, 4), np.float32)
+    with ops.building(g):
+        a = ops.exp(x) + 1.0
+        b = ops.exp(x) + 1.0          # duplicate chain
+        d1, _ = ops.dropout(x, 0.5, seed=1)
+        d2, _ = ops.dropout(x, 0.5, seed=1)   # same attrs, but random: must stay
+    g.set_outputs([("a", a), ("b", b), ("d1", d1), ("d2", d2)])
+    feeds = {"x": rng.normal(size=(2, 4)).astype(np.float32)}
+    before = run(g, feeds)
+    assert cse.common_subexpression_elimination(g) is True
+    ir.verify(g)
+    counts = g.op_counts()
+    assert counts["exp"] == 1 and counts["add"] == 1 and counts["dropout"] == 2
+    after = run(g, feeds)
+    np.testing.assert_allclose(after[0], before[0])
+    np.testing.assert_allclose(after[1], before[1])
+
+
+def test_cse_negative_different_attrs():
+    g = ir.Graph()
+    x = g.add_input("x", (3,), np.float32)
+    with ops.building(g):
+        a, b = ops.leaky_relu(x, 0.1), ops.leaky_relu(x, 0.2)
+    g.set_outputs([("a", a), ("b", b)])
+    assert cse.common_subexpression_elimination(g) is False
+    assert g.op_counts()["leaky_relu"] == 2
+
+
+# ---- constant_folding -------------------------------------------------------------------
+def test_constant_folding_positive_negative_numeric():
+    g = ir.Graph()
+    x = g.add_input("x", (None, 3), np.float32)
+    with ops.building(g):
+        c = ops.sqrt(g.const(np.array([4.0, 9.0, 16.0], np.float32))) * 2.0  # all constant
+        noise = ops.random_normal_like(g.const(np.zeros(3, np.float32)), seed=3)  # random: kept
+        y = x * c + noise * 0.0
+    g.set_outputs([("y", y)])
+    feeds = {"x": rng.normal(size=(2, 3)).astype(np.float32)}
+    before = run(g, feeds)
+    report = PassManager(["constant_folding", "dead_code_elimination"], verify=True).run(g)
+    assert report[0].changed
+    counts = g.op_counts()
+    assert "sqrt" not in counts and counts.get("random_normal_like") == 1
+    np.testing.assert_allclose(run(g, feeds)[0], before[0])
+    assert constant_folding.constant_folding(g) is False
+
+
+# ---- dead code / identities --------------------------------------------------------------
+def test_dce_and_identity_removal():
+    g = ir.Graph()
+    x = g.add_input("x", (2,), np.float32)
+    with ops.building(g):
+        unused = ops.exp(x) * 3.0
+        y = ops.identity(ops.tanh(x))
+        passthrough = ops.identity(x)     # an output that is an identity of an input: kept
+    g.set_outputs([("y", y), ("x_out", passthrough)])
+    assert unused is not None
+    feeds = {"x": np.array([0.5, -1.0], np.float32)}
+    before = run(g, feeds)
+    assert cleanup.remove_identities(g) is True
+    assert cleanup.dead_code_elimination(g) is True
+    ir.verify(g)
+    assert g.op_counts() == {"identity": 1, "input": 1, "tanh": 1}
+    for a, b in zip(run(g, feeds), before):
+        np.testing.assert_allclose(a, b)
+    assert cleanup.dead_code_elimination(g) is False
+    assert cleanup.remove_identities(g) is False
+
+
+# ---- pipelines and dumps -------------------------------------------------------------------
+def test_inference_pipeline_on_a_model_and_dump(tmp_path):
+    model = kgraph.Sequential([kgraph.Input(shape=(6,)), layers.Dense(5, activation="relu"),
+                               layers.Dropout(0.3), layers.Dense(3, activation="sigmoid")])
+    x = rng.normal(size=(4, 6)).astype(np.float32)
+    g, _, outs, _ = model.trace_graph()
+    g.set_outputs(list(zip(model.output_names(), outs)))
+    unoptimized = run(g, {"input_layer" if "input_layer" in model.input_names() else model.input_names()[0]: x,
+                          **{g.g.nodes[v.node]["attrs"]["name"]: var.numpy()
+                             for var, v in __import__("kgraph").engine.variable.bound_variables(g)}})
+    records = PassManager(["remove_identities", "constant_folding", "common_subexpression_elimination",
+                           "fuse_dense_activation", "dead_code_elimination"], verify=True,
+                          dump_dir=str(tmp_path)).run(g)
+    assert [r.name for r in records][3] == "fuse_dense_activation" and records[3].changed
+    assert g.op_counts().get("dense") == 2 and "identity" not in g.op_counts()
+    np.testing.assert_allclose(model.predict(x), unoptimized[0], rtol=1e-6)
+    files = sorted(p.name for p in tmp_path.iterdir())
+    assert any(f.endswith("fuse_dense_activation.txt") for f in files)
+    assert any(f.endswith("fuse_dense_activation.dot") for f in files)
+    summary = (tmp_path / f"{g.name}.summary.txt").read_text()
+    assert "fuse_dense_activation" in summary and "->" in summary
+    assert "nodes before" in format_records(records)
+
+
+def test_training_pipeline_fuses_before_autodiff():
+    model = kgraph.Sequential([kgraph.Input(shape=(6,)), layers.Dense(5, activation="relu"),
+                               layers.Dense(3, activation="softmax")])
+    model.compile(optimizer="adam", loss="categorical_crossentropy")
+    x = rng.normal(size=(8, 6)).astype(np.float32)
+    y = np.eye(3, dtype=np.float32)[rng.integers(0, 3, 8)]
+    model.train_on_batch(x, y)
+    runner = next(iter(model._runners.values()))
+    counts = runner.ir.op_counts()
+    assert counts["dense"] == 2
+    # Adam's bias correction is shared by all weights after CSE: one pair of pow nodes
+    assert counts["pow"] == 2
+
+
+def test_run_pipeline_names():
+    g = mlp_graph("relu")
+    records = run_pipeline("inference", g, verify=True)
+    assert [r.name for r in records] == ["remove_identities", "constant_folding",
+                                         "common_subexpression_elimination", "fuse_dense_activation",
+                                         "dead_code_elimination"]
