@@ -41,6 +41,11 @@ class CallbackList:
             cb.set_model(model)
             cb.set_params(params)
 
+    def wants(self, hook) -> bool:
+        """Whether any callback does something in `hook` (per-batch logs are built only then)."""
+        return any(cb.wants(hook) if hasattr(cb, "wants") else
+                   getattr(type(cb), hook) is not getattr(Callback, hook) for cb in self.callbacks)
+
     def __getattr__(self, hook):
         if not hook.startswith("on_"):
             raise AttributeError(hook)
@@ -91,6 +96,10 @@ class ProgbarLogger(Callback):
         super().__init__()
         self.verbose = verbose
         self.stream = stream or sys.stdout
+
+    def wants(self, hook):
+        return hook in ("on_epoch_begin", "on_epoch_end") or (
+            hook == "on_train_batch_end" and self.verbose == 1 and self.stream.isatty())
 
     def on_epoch_begin(self, epoch, logs=None):
         self.epoch_start = time.perf_counter()
@@ -124,6 +133,11 @@ class CallbackList:
             cb.set_model(model)
             cb.set_params(params)
 
+    def wants(self, hook) -> bool:
+        """Whether any callback does something in `hook` (per-batch logs are built only then)."""
+        return any(cb.wants(hook) if hasattr(cb, "wants") else
+                   getattr(type(cb), hook) is not getattr(Callback, hook) for cb in self.callbacks)
+
     def __getattr__(self, hook):
         if not hook.startswith("on_"):
             raise AttributeError(hook)
@@ -174,6 +188,10 @@ class ProgbarLogger(Callback):
         super().__init__()
         self.verbose = verbose
         self.stream = stream or sys.stdout
+
+    def wants(self, hook):
+        return hook in ("on_epoch_begin", "on_epoch_end") or (
+            hook == "on_train_batch_end" and self.verbose == 1 and self.stream.isatty())
 
     def on_epoch_begin(self, epoch, logs=None):
         self.epoch_start = time.perf_counter()

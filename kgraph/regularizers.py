@@ -1,6 +1,6 @@
 """Weight and activity regularizers (Keras 3): penalties added to the training loss.
 
-L1: l1*sum|w|    L2: l2*sum(w^2) (no 1/2)    L1L2: both. Defaults l1=l2=0.01.
+L1: l1*sum|w|    L2: l2*sum(w^2) (no 1/2)    L1L2: both. Defaults: l1 = l2 = 0.01 for L1/L2, 0.0 for L1L2.
 """
 from __future__ import annotations
 
@@ -61,11 +61,11 @@ def l2(l2=0.01):
     return L2(l2)
 
 
-def l1_l2(l1=0.01, l2=0.01):  # noqa: E741
-    return L1L2(l1, l2)
+# Keras 3: `l1_l2` is the L1L2 class itself, both factors default to 0.0 and the string
+# 'l1_l2' is not an identifier.
+l1_l2 = L1L2
 
-
-_BY_NAME = {"l1": L1, "l2": L2, "l1_l2": lambda: L1L2(0.01, 0.01), "L1": L1, "L2": L2, "L1L2": L1L2}
+_BY_NAME = {"l1": L1, "l2": L2, "L1": L1, "L2": L2, "L1L2": L1L2}
 
 
 def get(identifier):
@@ -79,7 +79,7 @@ def get(identifier):
     if isinstance(identifier, str):
         if identifier not in _BY_NAME:
             raise ValueError(f"Could not interpret regularizer identifier: {identifier!r}. "
-                             f"Known names: l1, l2, l1_l2")
+                             f"Known names: l1, l2, L1, L2, L1L2")
         return _BY_NAME[identifier]()
     if callable(identifier):
         return identifier

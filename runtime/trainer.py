@@ -42,18 +42,43 @@ class StepRunner:
                 io.bind_ortvalue_output(name, _ortvalue(arr))
             self.bindings.append(io)
         self._fed_back = fed_back
+        self._batch_buffers: dict[int, list[np.ndarray]] = {}
+        self._bound_buffers = [None, None]   # per parity: the batch buffers bound now
 
-    def run(self, data, lr=None, t=None):
-        """One step on `data` (arrays in sig.data_inputs order); returns the host outputs."""
+    def run_batch(self, sources, idx, lr=None, t=None):
+        """One step on rows `idx` of the full arrays `sources` (sig.data_inputs order).
+        The rows are gathered into batch buffers that stay bound to the session, so a step
+        costs one gather per input and no binding calls."""
+        bufs = self._batch_buffers.get(len(idx))
+        if bufs is None:
+            bufs = [np.empty((len(idx),) + a.shape[1:], a.dtype) for a in sources]
+            self._batch_buffers[len(idx)] = bufs
+        for src, buf in zip(sources, bufs):
+            np.take(src, idx, axis=0, out=buf)
         self.state.reload()
-        io = self.bindings[self.state.parity]
-        for name, arr in zip(self.sig.data_inputs, data):
-            io.bind_cpu_input(name, arr)
+        parity = self.state.parity
+        io = self.bindings[parity]
+        if self._bound_buffers[parity] is not bufs:
+            for name, buf in zip(self.sig.data_inputs, bufs):
+                io.bind_ortvalue_input(name, _ortvalue(buf))
+            self._bound_buffers[parity] = bufs
+        return self._execute(io, lr, t)
+
+    def _execute(self, io, lr, t):
         if self.train:
             self.lr[...] = lr
             self.t[...] = t
         self.session.run_with_iobinding(io)
         if self.train:
-            # Non-trainable weights that are not updated keep the same value in both sets.
             self.state.stepped()
         return self.host_outputs
+
+    def run(self, data, lr=None, t=None):
+        """One step on `data` (arrays in sig.data_inputs order); returns the host outputs."""
+        self.state.reload()
+        parity = self.state.parity
+        io = self.bindings[parity]
+        for name, arr in zip(self.sig.data_inputs, data):
+            io.bind_cpu_input(name, np.ascontiguousarray(arr))
+        self._bound_buffers[parity] = None
+        return self._execute(io, lr, t)

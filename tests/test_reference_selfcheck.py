@@ -11,6 +11,7 @@ Run: ``python -m pytest tests/test_reference_selfcheck.py -q``
 (``-rP`` also prints the measured max |differences| against Keras).
 """
 
+import importlib.util
 import math
 import os
 
@@ -24,12 +25,10 @@ except ImportError:  # tests/ itself on sys.path (pytest rootdir-less import)
 
 # --- optional real Keras ---------------------------------------------------
 _KERAS_SKIP = "real Keras not installed (optional cross-check)"
-if "KERAS_BACKEND" not in os.environ:
-    try:
-        import torch  # noqa: F401
-        os.environ["KERAS_BACKEND"] = "torch"
-    except Exception:
-        pass
+if ("KERAS_BACKEND" not in os.environ and importlib.util.find_spec("keras")
+        and importlib.util.find_spec("torch")):
+    # Keras 3 defaults to TensorFlow; torch is the backend this project pins.
+    os.environ["KERAS_BACKEND"] = "torch"
 try:
     import keras  # noqa: E402
     HAVE_KERAS = True
@@ -520,8 +519,16 @@ def test_optimizer_vs_keras_float64(cls_name, kwargs, float64_keras):
     # The torch backend's fused optimizers are float64-exact, but Keras's
     # clipnorm / global_clipnorm use ops.maximum / ops.minimum with a Python
     # scalar, which Keras's dtype promotion computes in float32 off TF.
+    # On TF the generic optimizer code casts Python hyperparameters through
+    # float32 tensors (beta_2 = 0.999 becomes 0.99900001287), so TF agrees
+    # only to ~2e-6 here.
     norm_clip = "clipnorm" in kwargs or "global_clipnorm" in kwargs
-    tol = 1e-6 if (norm_clip and keras.backend.backend() != "tensorflow") else 1e-12
+    if keras.backend.backend() == "tensorflow":
+        tol = 1e-5
+    elif norm_clip:
+        tol = 1e-6
+    else:
+        tol = 1e-12
     assert diff < tol
 
 
@@ -602,6 +609,15 @@ def _keras_loss_value_and_grad(name, yt, yp, sw, kw, reduction):
         val = lobj(torch.tensor(np.asarray(yt, np.float64)), x, **args)
         val.sum().backward()
         return val.detach().numpy().astype(np.float64), x.grad.numpy().copy()
+    if keras.backend.backend() == "tensorflow":
+        import tensorflow as tf
+        x = tf.Variable(np.asarray(yp, np.float64))
+        with tf.GradientTape() as tape:
+            val = lobj(tf.constant(np.asarray(yt, np.float64)), x,
+                       sample_weight=None if sw is None else tf.constant(sw))
+            total = tf.reduce_sum(val)
+        g = tape.gradient(total, x)
+        return np.asarray(val.numpy(), np.float64), np.asarray(g.numpy(), np.float64)
 
     def f(x):
         v = keras.ops.convert_to_numpy(lobj(yt, x, sample_weight=sw))
@@ -625,8 +641,10 @@ def _tol():
     with JAX"), so ops such as ops.mean, ops.divide_no_nan and
     ops.maximum(x, python_float) compute in float32 even for float64 inputs:
     those results only agree to float32 precision.  On TF they stay float64.
+    On TF a few Python constants still pass through float32 tensors (e.g.
+    log(2) in log_cosh: ~2e-9), hence 1e-8 there.
     """
-    return 1e-10 if keras.backend.backend() == "tensorflow" else 1e-6
+    return 1e-8 if keras.backend.backend() == "tensorflow" else 1e-6
 
 
 @needs_keras
@@ -679,7 +697,12 @@ def test_loss_reductions_vs_keras(float64_keras):
 # ---- metrics ----------------------------------------------------------------
 
 def _kmetric(cls_name, yt, yp, sw=None, **kw):
-    m = getattr(keras.metrics, cls_name)(dtype="float64", **kw)
+    dtype = "float64"
+    if "TopK" in cls_name and keras.backend.backend() == "tensorflow":
+        # tf.math.in_top_k has no float64 kernel; top-k hits are counts anyway
+        dtype = "float32"
+        yp = np.asarray(yp, np.float32)
+    m = getattr(keras.metrics, cls_name)(dtype=dtype, **kw)
     m.update_state(yt, yp, sample_weight=sw)
     return float(keras.ops.convert_to_numpy(m.result()))
 
@@ -754,7 +777,8 @@ def test_metrics_vs_keras(weighted, float64_keras):
         kv = _kmetric(cls_name, yt, yp, sw, **kw)
         d = _rel(kv, ref)
         _report("metric", f"{cls_name} {kw}" + (" weighted" if weighted else ""), d)
-        assert d < _tol(), (cls_name, kw, kv, ref)
+        f32 = "TopK" in cls_name and keras.backend.backend() == "tensorflow"
+        assert d < (1e-6 if f32 else _tol()), (cls_name, kw, kv, ref)
 
 
 # ---- regularizers ----------------------------------------------------------
@@ -768,17 +792,20 @@ def test_regularizers_vs_keras(float64_keras):
     def kval(r):
         return float(keras.ops.convert_to_numpy(r(wt)))
 
+    # L1 keeps its factor in a backend tensor, which is float32 on TF: 1e-7.
     checks = [
-        ("l1()", kval(keras.regularizers.L1()), kn.l1(w), 1e-8),  # Keras keeps 0.01 as float32
+        ("l1()", kval(keras.regularizers.L1()), kn.l1(w), 1e-7),
         ("l1(0.3)", kval(keras.regularizers.L1(0.3)), kn.l1(w, 0.3), 1e-7),
-        ("l2()", kval(keras.regularizers.L2()), kn.l2(w), 1e-14),
-        ("l2(0.3)", kval(keras.regularizers.L2(0.3)), kn.l2(w, 0.3), 1e-14),
-        ("l1_l2()", kval(keras.regularizers.l1_l2()), kn.l1_l2(w), 1e-14),
+        ("l2()", kval(keras.regularizers.L2()), kn.l2(w), 1e-13),
+        ("l2(0.3)", kval(keras.regularizers.L2(0.3)), kn.l2(w, 0.3), 1e-13),
+        ("l1_l2()", kval(keras.regularizers.l1_l2()), kn.l1_l2(w), 1e-13),
         ("l1_l2(0.1,0.2)", kval(keras.regularizers.L1L2(l1=0.1, l2=0.2)),
-         kn.l1_l2(w, 0.1, 0.2), 1e-14),
-        ("get('l1')", kval(keras.regularizers.get("l1")), kn.l1(w), 1e-8),
-        ("get('l2')", kval(keras.regularizers.get("l2")), kn.l2(w), 1e-14),
+         kn.l1_l2(w, 0.1, 0.2), 1e-13),
+        ("get('l1')", kval(keras.regularizers.get("l1")), kn.l1(w), 1e-7),
+        ("get('l2')", kval(keras.regularizers.get("l2")), kn.l2(w), 1e-13),
     ]
+    on_tf = keras.backend.backend() == "tensorflow"  # ops.cast(0.01) via float32
     for name, kv, rv, tol in checks:
-        _report("regularizer", name, abs(kv - rv))
-        assert abs(kv - rv) < tol, name
+        d = _rel(kv, rv)
+        _report("regularizer", name, d)
+        assert d < (1e-7 if on_tf else tol), name

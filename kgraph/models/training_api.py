@@ -227,31 +227,43 @@ class TrainingAPI:
         logs = {"loss": float(loss_sum / max(count, 1))}
         for (_, metric), tot in zip(runner.metric_objs, totals):
             logs[metric.name] = metric.result(tot)
-        # Keras orders metric names alphabetically after the loss in the logs it prints
         return logs
 
     def _run_epoch(self, runner, xs, ys, sw, batch_size, order, train, cbs=None, limit=None):
+        """One pass over `order`; per step only the batch goes in and the loss and metric
+        partials come out, accumulated here in float64."""
+        sources = xs + ys + [sw]
         n = len(order)
         steps = math.ceil(n / batch_size) if limit is None else limit
         loss_sum, count = 0.0, 0
-        totals = None
+        totals = [[np.zeros(np.shape(runner.host_outputs[name]), np.float64) for name in names]
+                  for _, names in runner.sig.metric_outputs]
+        outs = [(acc, runner.host_outputs[name]) for group, (_, names) in zip(totals, runner.sig.metric_outputs)
+                for acc, name in zip(group, names)]
+        loss_out = runner.host_outputs["loss"]
+        hook = "train_batch" if train else "test_batch"
+        batch_logs = cbs is not None and cbs.wants(f"on_{hook}_end")
+        batch_begin = cbs is not None and cbs.wants(f"on_{hook}_begin")
+        opt = self.optimizer
         for step in range(steps):
-            idx = order[(step * batch_size) % n: (step * batch_size) % n + batch_size]
-            batch = [np.take(a, idx, axis=0) for a in xs] + [np.take(a, idx, axis=0) for a in ys] + [sw[idx]]
-            if cbs is not None:
-                cbs.on_train_batch_begin(step) if train else cbs.on_test_batch_begin(step)
-            out = self._train_step(runner, batch) if train else runner.run(batch)
-            loss = float(out["loss"])
-            loss_sum += loss * len(idx)
+            start = (step * batch_size) % n
+            idx = order[start:start + batch_size]
+            if batch_begin:
+                getattr(cbs, f"on_{hook}_begin")(step)
+            if train:
+                runner.run_batch(sources, idx, lr=opt.current_learning_rate(), t=opt.iterations + 1)
+                opt.iterations += 1
+            else:
+                runner.run_batch(sources, idx)
+            loss_sum += float(loss_out) * len(idx)
             count += len(idx)
-            parts = self._metric_partials(runner, out)
-            totals = parts if totals is None else [[a + b for a, b in zip(t, p)] for t, p in zip(totals, parts)]
-            if cbs is not None:
-                logs = self._logs(runner, loss_sum, count, totals or [])
-                cbs.on_train_batch_end(step, logs) if train else cbs.on_test_batch_end(step, logs)
+            for acc, out in outs:
+                acc += out
+            if batch_logs:
+                getattr(cbs, f"on_{hook}_end")(step, self._logs(runner, loss_sum, count, totals))
             if train and self.stop_training:
                 break
-        return self._logs(runner, loss_sum, count, totals or [])
+        return self._logs(runner, loss_sum, count, totals)
 
     def fit(self, x=None, y=None, batch_size=None, epochs=1, verbose="auto", callbacks=None,
             validation_split=0.0, validation_data=None, shuffle=True, class_weight=None,

@@ -33,9 +33,9 @@ Keras, see ``tests/test_reference_selfcheck.py``):
   ``clipvalue`` clips elementwise to [-v, v].  Only one may be set.
 * ``keras.regularizers.l1_l2`` is the class ``L1L2`` whose defaults are
   ``l1=0.0, l2=0.0`` (tf.keras 2's ``l1_l2`` function defaulted to 0.01/0.01).
-  ``L1`` stores its factor as a tensor of dtype floatx, so under the default
-  floatx float32 a float64 weight is penalised with 0.009999999776482582
-  instead of 0.01 (relative difference 2.2e-8).
+  ``L1`` stores its factor in a backend tensor, float32 under the default
+  floatx (and always on TF), so a float64 weight is penalised with
+  0.009999999776482582 instead of 0.01 (relative difference 2.2e-8).
 * Off the TensorFlow backend Keras computes many float64 ops in float32
   (keras/src/backend/common/dtypes.py maps float64 -> float32 in
   ``result_type``, "to be aligned with JAX"): ``ops.mean``,
