@@ -17,7 +17,8 @@ def relu(x, negative_slope=0.0, max_value=None, threshold=0.0):
     if negative_slope == 0.0 and max_value is None and threshold == 0.0:
         return ops.relu(x)
     (x,) = ops.coerce(x)
-    pos = x * ops.cast(ops.greater_equal(x, threshold), x.dtype) if threshold else ops.relu(x)
+    # Keras 3 keeps x only where x > threshold (strictly): relu(0.5, threshold=0.5) == 0
+    pos = x * ops.cast(ops.greater(x, threshold), x.dtype) if threshold else ops.relu(x)
     if max_value is not None:
         pos = ops.minimum(pos, float(max_value))
     if negative_slope:
@@ -27,7 +28,12 @@ def relu(x, negative_slope=0.0, max_value=None, threshold=0.0):
 
 def sigmoid(x): return ops.sigmoid(x)
 def tanh(x): return ops.tanh(x)
-def softmax(x, axis=-1): return ops.softmax(x, axis)
+def softmax(x, axis=-1):
+    if isinstance(axis, (tuple, list)):  # Keras 3 allows several axes; ONNX Softmax takes one
+        (x,) = ops.coerce(x)
+        e = ops.exp(x - ops.stop_gradient(ops.reduce_max(x, axis, keepdims=True)))
+        return e / ops.reduce_sum(e, axis, keepdims=True)
+    return ops.softmax(x, axis)
 def log_softmax(x, axis=-1): return ops.log_softmax(x, axis)
 def elu(x, alpha=1.0): return ops.elu(x, alpha)
 def selu(x): return ops.selu(x)

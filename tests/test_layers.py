@@ -16,8 +16,9 @@ The initializer tests at the end check Keras 3's distributions statistically on 
 from __future__ import annotations
 
 import inspect
+import json
 import math
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Callable
 
 import numpy as np
@@ -64,7 +65,8 @@ def np_leaky(x, slope):
 
 def np_relu(x, negative_slope=0.0, max_value=None, threshold=0.0):
     """Keras 3 ReLU: x if threshold < x < max_value, max_value above it,
-    negative_slope * (x - threshold) below the threshold."""
+    negative_slope * (x - threshold) below the threshold (0 at x == threshold: Keras's
+    implementation compares with `greater`, checked against keras 3.15.1)."""
     pos = np.where(x > threshold, x, 0.0)
     if max_value is not None:
         pos = np.minimum(pos, max_value)
@@ -122,10 +124,6 @@ class Case:
     list_input: bool = False      # the layer takes a list of tensors
 
 
-def _x(ws):
-    return ws
-
-
 def dense_ref(act):
     def ref(xs, ws):
         y = xs[0] @ ws[0].astype(np.float64)
@@ -158,7 +156,7 @@ def _embedding_data(rng, shapes):
 
 
 def _relu_data(rng, shapes):
-    # keeps clear of the threshold 0.5 and max_value 2 (Keras's boundaries differ by spelling)
+    # keeps clear of the threshold 0.5 and max_value 2 (the boundaries have their own row)
     x = rng.uniform(-3, 3, (BATCH,) + shapes[0])
     return [np.where(np.abs(x - 0.5) < 0.05, 0.8, np.where(np.abs(x - 2.0) < 0.05, 2.5, x))]
 
@@ -201,18 +199,28 @@ CASES: list[Case] = [
          lambda xs, ws: xs[0].reshape(len(xs[0]), -1)),
     Case("Flatten-rank2", ("Flatten",), lambda: layers.Flatten(), [(4,)], (None, 4),
          lambda xs, ws: xs[0]),
+    Case("Flatten-channels_first", ("Flatten",), lambda: layers.Flatten(data_format="channels_first"),
+         [(2, 3, 4)], (None, 24), lambda xs, ws: xs[0].transpose(0, 2, 3, 1).reshape(len(xs[0]), -1)),
     Case("Reshape", ("Reshape",), lambda: layers.Reshape((3, 4)), [(12,)], (None, 3, 4),
          lambda xs, ws: xs[0].reshape(len(xs[0]), 3, 4)),
     Case("Reshape-minus1", ("Reshape",), lambda: layers.Reshape((-1, 3)), [(2, 6)], (None, 4, 3),
          lambda xs, ws: xs[0].reshape(len(xs[0]), -1, 3)),
     Case("Reshape-minus1_last", ("Reshape",), lambda: layers.Reshape((2, -1)), [(12,)], (None, 2, 6),
          lambda xs, ws: xs[0].reshape(len(xs[0]), 2, -1)),
+    Case("Reshape-flat", ("Reshape",), lambda: layers.Reshape((-1,)), [(3, 4)], (None, 12),
+         lambda xs, ws: xs[0].reshape(len(xs[0]), -1)),
+    Case("Reshape-dynamic_dim", ("Reshape",), lambda: layers.Reshape((2, -1)), [(None,)], (None, 2, None),
+         lambda xs, ws: xs[0].reshape(len(xs[0]), 2, -1),
+         data=lambda rng, s: [rng.uniform(-3, 3, (BATCH, 6))]),
     Case("Permute", ("Permute",), lambda: layers.Permute((2, 1)), [(3, 4)], (None, 4, 3),
          lambda xs, ws: xs[0].transpose(0, 2, 1)),
     Case("Permute-rank4", ("Permute",), lambda: layers.Permute((3, 1, 2)), [(2, 3, 4)], (None, 4, 2, 3),
          lambda xs, ws: xs[0].transpose(0, 3, 1, 2)),
     Case("RepeatVector", ("RepeatVector",), lambda: layers.RepeatVector(3), [(4,)], (None, 3, 4),
          lambda xs, ws: np.repeat(xs[0][:, None, :], 3, axis=1)),
+    Case("RepeatVector-dynamic_features", ("RepeatVector",), lambda: layers.RepeatVector(2), [(None,)],
+         (None, 2, None), lambda xs, ws: np.repeat(xs[0][:, None, :], 2, axis=1),
+         data=lambda rng, s: [rng.uniform(-3, 3, (BATCH, 3))]),
     Case("Embedding", ("Embedding",), lambda: layers.Embedding(10, 6), [(7,)], (None, 7, 6),
          lambda xs, ws: ws[0][xs[0].astype(np.int64)], data=_embedding_data, dtypes=("int32",)),
     Case("Embedding-int64", ("Embedding",), lambda: layers.Embedding(10, 3), [(2, 3)], (None, 2, 3, 3),
@@ -253,6 +261,10 @@ CASES: list[Case] = [
          [(3, 4), (5, 4)], (None, 3, 5),
          lambda xs, ws: np_batch_dot(np_l2_normalize(xs[0], 2), np_l2_normalize(xs[1], 2), (2, 2)),
          list_input=True),
+    Case("Dot-rank2_rank3", ("Dot",), lambda: layers.Dot(axes=(1, 1)), [(4,), (4, 5)], (None, 5),
+         lambda xs, ws: np.einsum("bk,bkj->bj", xs[0], xs[1]), list_input=True),
+    Case("Dot-rank3_rank2", ("Dot",), lambda: layers.Dot(axes=(2, 1)), [(3, 4), (4,)], (None, 3),
+         lambda xs, ws: np.einsum("bik,bk->bi", xs[0], xs[1]), list_input=True),
     Case("dot", ("dot",), lambda: (lambda t: layers.dot(t, axes=(2, 2))), [(3, 4), (5, 4)], (None, 3, 5),
          lambda xs, ws: np_batch_dot(xs[0], xs[1], (2, 2)), list_input=True),
     # --- activation layers --------------------------------------------------------------------
@@ -271,6 +283,9 @@ CASES: list[Case] = [
          [(6,)], (None, 6), lambda xs, ws: np_relu(xs[0], 0.1, 2.0, 0.5), data=_relu_data),
     Case("ReLU-slope_threshold", ("ReLU",), lambda: layers.ReLU(negative_slope=0.2, threshold=0.5),
          [(6,)], (None, 6), lambda xs, ws: np_relu(xs[0], 0.2, None, 0.5), data=_relu_data),
+    Case("ReLU-at_threshold", ("ReLU",), lambda: layers.ReLU(negative_slope=0.1, threshold=0.5), [(4,)],
+         (None, 4), lambda xs, ws: np_relu(xs[0], 0.1, None, 0.5),  # Keras 3: 0 at x == threshold
+         data=lambda rng, s: [np.array([[0.5, 0.25, 1.0, -1.0]] * BATCH)]),
     Case("LeakyReLU", ("LeakyReLU",), lambda: layers.LeakyReLU(), [(6,)], (None, 6),
          lambda xs, ws: np_leaky(xs[0], 0.3)),  # Keras 3 layer default negative_slope=0.3
     Case("LeakyReLU-0.1", ("LeakyReLU",), lambda: layers.LeakyReLU(negative_slope=0.1), [(6,)], (None, 6),
@@ -282,6 +297,8 @@ CASES: list[Case] = [
          lambda xs, ws: np_softmax(xs[0], -1)),
     Case("Softmax-axis1", ("Softmax",), lambda: layers.Softmax(axis=1), [(3, 4)], (None, 3, 4),
          lambda xs, ws: np_softmax(xs[0], 1)),
+    Case("Softmax-axes12", ("Softmax",), lambda: layers.Softmax(axis=(1, 2)), [(3, 4)], (None, 3, 4),
+         lambda xs, ws: np_softmax(xs[0].reshape(len(xs[0]), -1), -1).reshape(xs[0].shape)),
     Case("PReLU", ("PReLU",), lambda: layers.PReLU(), [(6,)], (None, 6),
          lambda xs, ws: np.maximum(xs[0], 0) + ws[0] * np.minimum(xs[0], 0), setup=_prelu_setup),
     Case("PReLU-shared_axes", ("PReLU",), lambda: layers.PReLU(shared_axes=[1]), [(3, 4)], (None, 3, 4),
@@ -306,7 +323,7 @@ def build_case(case: Case, seed=0):
         case.setup(layer)
     model = kgraph.models.Model(inputs if len(inputs) > 1 else inputs[0], out)
     if case.data is not None:
-        xs = case.data(rng, case.in_shapes)
+        xs = [np.asarray(x, d) for x, d in zip(case.data(rng, case.in_shapes), dtypes)]
     else:
         xs = [rng.uniform(-3, 3, (BATCH,) + s).astype(np.float32) for s in case.in_shapes]
     return model, layer, out, xs
@@ -320,7 +337,8 @@ def test_layer(case):
     expected = case.ref([x.astype(np.float64) if x.dtype.kind == "f" else x for x in xs],
                         [w.astype(np.float64) for w in weights])
     got = model.predict(xs if len(xs) > 1 else xs[0], verbose=0)
-    assert got.shape == (BATCH,) + case.out_shape[1:]
+    assert got.shape == expected.shape
+    assert all(d is None or d == g for d, g in zip(case.out_shape[1:], got.shape[1:]))
     assert got.dtype == np.float32
     np.testing.assert_allclose(got, expected, **TOL, err_msg=case.id)
 
@@ -333,6 +351,19 @@ def test_layer(case):
     np.testing.assert_allclose(ref_out, got, **TOL, err_msg=f"{case.id}: onnx.reference vs onnxruntime")
     assert [i.name for i in proto.graph.input] == model.input_names()
     assert [o.name for o in proto.graph.output] == model.output_names()
+
+    # get_config / from_config: the same layer again, JSON-serialisable config
+    if layer is not None and len(model.layers) == len(model.inputs) + 1:
+        cfg = json.loads(json.dumps(layer.get_config()))
+        clone = type(layer).from_config({**cfg, "name": cfg["name"] + "_clone"})
+        assert type(clone) is type(layer)
+        ins = [kgraph.Input(shape=i.shape[1:], dtype=i.dtype) for i in model.inputs]
+        cout = clone(ins if case.list_input else ins[0])
+        assert tuple(cout.shape) == case.out_shape
+        clone.set_weights(weights)
+        cmodel = kgraph.models.Model(ins if len(ins) > 1 else ins[0], cout)
+        np.testing.assert_allclose(cmodel.predict(xs if len(xs) > 1 else xs[0], verbose=0), got, **TOL,
+                                   err_msg=f"{case.id}: from_config(get_config())")
 
 
 def test_table_covers_everything():

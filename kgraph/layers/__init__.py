@@ -7,3 +7,4 @@ from kgraph.layers.core import (  # noqa: F401
 from kgraph.layers.merge import (  # noqa: F401
     Add, Average, Concatenate, Dot, Maximum, Minimum, Multiply, Subtract, add, average,
     concatenate, dot, maximum, minimum, multiply, subtract)
+from kgraph.layers.recurrent import GRU, LSTM, Bidirectional, SimpleRNN  # noqa: F401

@@ -55,7 +55,7 @@ class Softmax(Layer):
         self.axis = axis
 
     def call(self, inputs, training=False):
-        return ops.softmax(inputs, self.axis)
+        return activations.softmax(inputs, self.axis)
 
     def get_config(self):
         return {**super().get_config(), "axis": self.axis}

@@ -169,7 +169,7 @@ class RepeatVector(Layer):
     def call(self, inputs, training=False):
         if inputs.type.rank != 2:
             raise self._error(f"expects 2D inputs (batch, features), received shape {inputs.shape}")
-        return ops.expand(ops.unsqueeze(inputs, 1), (1, self.n, inputs.shape[1]))
+        return ops.expand(ops.unsqueeze(inputs, 1), (1, self.n, 1))  # 1 keeps the feature dim
 
     def get_config(self):
         return {**super().get_config(), "n": self.n}

@@ -96,6 +96,8 @@ class Dot(_Merge):
         self.normalize = normalize
 
     def _check_shapes(self, inputs):
+        if len(inputs) != 2:
+            raise self._error(f"expects exactly 2 inputs. Received: {len(inputs)} inputs")
         a, b = inputs
         ra, rb = a.type.rank, b.type.rank
         ax = (self.axes[0] % ra, self.axes[1] % rb)

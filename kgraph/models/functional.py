@@ -86,7 +86,26 @@ class Model(TrainingAPI, Layer):
     def layers(self):
         return list(self._all_layers)
 
+    # Keras: a model's `input`/`output` are its own Input and output tensors (as passed to
+    # the constructor), not those of a later call of the model as a layer.
+    def _own_tensors(self, attr):
+        if not self.built or not hasattr(self, attr + "s"):
+            raise AttributeError(f"Model '{self.name}' has not yet been built and thus has no "
+                                 f"defined {attr}.")
+        struct = getattr(self, f"_{attr}_struct")
+        return list(struct) if isinstance(struct, tuple) else struct
+
+    @property
+    def input(self):
+        return self._own_tensors("input")
+
+    @property
+    def output(self):
+        return self._own_tensors("output")
+
     def get_layer(self, name=None, index=None):
+        if name is None and index is None:
+            raise ValueError("Provide either a layer name or layer index at `get_layer`.")
         if index is not None:
             if not -len(self.layers) <= index < len(self.layers):
                 raise ValueError(f"Was asked to retrieve layer at index {index} but model only has "
@@ -144,9 +163,11 @@ class Model(TrainingAPI, Layer):
         env = {id(t): v for t, v in zip(self.inputs, values)}
         for node in self._nodes:
             args = [env[id(t)] for t in node.inputs]
-            kw_training = node.kwargs.get("training", training)
+            # Keras 3: a `training=` passed explicitly when the layer was called wins over
+            # the mode of the run (e.g. Monte-Carlo dropout with `training=True`).
+            kw_training = node.kwargs.get("training")
             out = node.layer.trace(args if node.structure == "list" else args[0],
-                                   training=bool(kw_training) and training)
+                                   training=bool(training if kw_training is None else kw_training))
             for t, v in zip(node.outputs, flatten(out)):
                 env[id(t)] = v
         outs = [env[id(t)] for t in self.outputs]
@@ -156,10 +177,17 @@ class Model(TrainingAPI, Layer):
         return [t._history[0].name for t in self.inputs]
 
     def output_names(self):
+        # unique, and distinct from the input names (an output that is a model input
+        # would otherwise define the same ONNX name twice)
+        taken = set(self.input_names())
         names = []
         for t in self.outputs:
-            n = t._history[0].name
-            names.append(n if n not in names else f"{n}_{len(names)}")
+            base = n = t._history[0].name
+            k = len(names)
+            while n in taken:
+                n, k = f"{base}_{k}", k + 1
+            taken.add(n)
+            names.append(n)
         return names
 
     def trace_graph(self, training=False, name=None):
@@ -210,8 +238,9 @@ class Model(TrainingAPI, Layer):
         out = []
         for t, n, a in zip(self.inputs, names, arrays):
             a = np.asarray(a)
-            if a.dtype == object:
-                raise ValueError(f"Model '{self.name}': input '{n}' is not a numeric array")
+            if a.dtype.kind not in "biuf":
+                raise ValueError(f"Model '{self.name}': input '{n}' is not a numeric array "
+                                 f"(expected {t.dtype.name}, received dtype {a.dtype})")
             if a.ndim != len(t.shape) or any(e is not None and e != r for e, r in zip(t.shape[1:], a.shape[1:])):
                 raise ValueError(f"Input '{n}' of model '{self.name}' is incompatible with the model: "
                                  f"expected shape={t.shape}, found shape={a.shape}")

@@ -55,7 +55,8 @@ def print_summary(model, line_length=None, positions=None, print_fn=None):
             node = next((n for n in layer._inbound_nodes if id(n) in model_nodes), layer._inbound_nodes[0])
             outs = [t.shape for t in node.outputs]
             shape = outs[0] if len(outs) == 1 else outs
-        cells = [f"{layer.name} ({type(layer).__name__})", _shape_str(shape), f"{layer.count_params():,}"]
+        kind = "Functional" if type(layer).__name__ == "Model" else type(layer).__name__  # as Keras
+        cells = [f"{layer.name} ({kind})", _shape_str(shape), f"{layer.count_params():,}"]
         if not sequential:
             conn = []
             for node in layer._inbound_nodes:
