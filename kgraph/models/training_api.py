@@ -69,6 +69,10 @@ class TrainingAPI:
         for oi, mid in metric_ids:
             if isinstance(mid, str):
                 metrics_mod.get(mid, (None, 2), (None, 2))
+        if not isinstance(steps_per_execution, (int, np.integer)) or steps_per_execution < 1:
+            raise ValueError(f"compile(): `steps_per_execution` must be a positive integer. "
+                             f"Received: steps_per_execution={steps_per_execution!r}")
+        self.steps_per_execution = int(steps_per_execution)
         self.optimizer = opt
         self._compiled_spec = CompiledSpec(opt, loss_list, lw, metric_ids)
         self._runners = {}
@@ -205,9 +209,12 @@ class TrainingAPI:
             init = spec.optimizer.global_slots().get(skey[1]) if var is None else None
             self._state.ensure_slot(name, skey, var, init)
         host_types = {n: (v.shape, v.dtype) for n, v in g.outputs if not n.startswith("new/")}
-        runner = StepRunner(lower(g), sig, self._state, host_types, train=(kind == "train"))
+        step_model = lower(g)
+        runner = StepRunner(step_model, sig, self._state, host_types, train=(kind == "train"))
         runner.metric_objs = spec.metrics
         runner.ir = g
+        runner.step_model = step_model
+        runner.loops = {}
         self._runners[key] = runner
         return runner
 
@@ -229,12 +236,68 @@ class TrainingAPI:
             logs[metric.name] = metric.result(tot)
         return logs
 
+    def _run_epoch_in_loops(self, runner, sources, batch_size, order, cbs, steps):
+        """Training epoch with `steps_per_execution` steps per onnxruntime call (an ONNX
+        Loop over data bound once); batch callbacks run after each call, as in Keras."""
+        from kgraph.runtime.loop import LoopRunner
+        k = self._steps_per_call(cbs)
+        loop = runner.loops.get(batch_size)
+        if loop is None:
+            loop = runner.loops[batch_size] = LoopRunner(runner.step_model, runner.sig, self._state, batch_size)
+        loop.bind_data(sources, order)
+        opt = self.optimizer
+        loss_sum, count = 0.0, 0
+        totals = [[np.zeros(np.shape(runner.host_outputs[name]), np.float64) for name in names]
+                  for _, names in runner.sig.metric_outputs]
+        batch_logs = cbs is not None and cbs.wants("on_train_batch_end")
+        for first in range(0, steps, k):
+            count_k = min(k, steps - first)
+            lrs = [opt.current_learning_rate() if i == 0 else self._lr_at(opt.iterations + i)
+                   for i in range(count_k)]
+            if cbs is not None and cbs.wants("on_train_batch_begin"):
+                cbs.on_train_batch_begin(first)
+            out = loop.run_steps(first, lrs, opt.iterations + 1)
+            opt.iterations += count_k
+            sizes = np.array([min(batch_size, len(order) - (first + i) * batch_size) for i in range(count_k)],
+                             np.float64)
+            loss_sum += float(np.dot(out["loss"].astype(np.float64), sizes))
+            count += int(sizes.sum())
+            for group, (_, names) in zip(totals, runner.sig.metric_outputs):
+                for acc, name in zip(group, names):
+                    acc += out[name].astype(np.float64).sum(axis=0)
+            if batch_logs:
+                cbs.on_train_batch_end(first + count_k - 1, self._logs(runner, loss_sum, count, totals))
+            if self.stop_training:
+                break
+        return self._logs(runner, loss_sum, count, totals)
+
+    def _steps_per_call(self, cbs):
+        """Steps per onnxruntime call: `steps_per_execution` when set above 1; otherwise, when
+        no callback observes single batches, kgraph's own choice (config.auto_steps_per_call):
+        the numbers are identical, only the per-call overhead is paid once per K steps."""
+        from kgraph import config
+        k = getattr(self, "steps_per_execution", 1)
+        if k > 1:
+            return k
+        observed = cbs is not None and (cbs.wants("on_train_batch_begin") or cbs.wants("on_train_batch_end"))
+        return 1 if observed else config.auto_steps_per_call()
+
+    def _lr_at(self, iteration):
+        from kgraph.schedules import LearningRateSchedule
+        lr = self.optimizer.learning_rate
+        return float(lr(iteration)) if isinstance(lr, LearningRateSchedule) else float(lr)
+
     def _run_epoch(self, runner, xs, ys, sw, batch_size, order, train, cbs=None, limit=None):
         """One pass over `order`; per step only the batch goes in and the loss and metric
         partials come out, accumulated here in float64."""
         sources = xs + ys + [sw]
         n = len(order)
         steps = math.ceil(n / batch_size) if limit is None else limit
+        if limit is not None and steps * batch_size > n:
+            # steps_per_epoch beyond the data: the order wraps around (same rule for K-step calls)
+            order = np.concatenate([order] * math.ceil(steps * batch_size / n))
+        if train and self._steps_per_call(cbs) > 1:
+            return self._run_epoch_in_loops(runner, sources, batch_size, order, cbs, steps)
         loss_sum, count = 0.0, 0
         totals = [[np.zeros(np.shape(runner.host_outputs[name]), np.float64) for name in names]
                   for _, names in runner.sig.metric_outputs]
@@ -246,8 +309,7 @@ class TrainingAPI:
         batch_begin = cbs is not None and cbs.wants(f"on_{hook}_begin")
         opt = self.optimizer
         for step in range(steps):
-            start = (step * batch_size) % n
-            idx = order[start:start + batch_size]
+            idx = order[step * batch_size:(step + 1) * batch_size]
             if batch_begin:
                 getattr(cbs, f"on_{hook}_begin")(step)
             if train:

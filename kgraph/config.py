@@ -1,0 +1,24 @@
+"""Process-wide settings: execution device, threads, steps per runtime call."""
+from __future__ import annotations
+
+import os
+
+_SETTINGS = {"auto_steps_per_call": int(os.environ.get("KGRAPH_STEPS_PER_CALL", "32"))}
+
+
+def auto_steps_per_call() -> int:
+    return _SETTINGS["auto_steps_per_call"]
+
+
+def set_auto_steps_per_call(k: int):
+    """How many training steps `fit` runs per onnxruntime call when no callback observes
+    single batches and `steps_per_execution` was left at 1 (1 turns this off)."""
+    if not isinstance(k, int) or k < 1:
+        raise ValueError(f"set_auto_steps_per_call expects a positive integer. Received: k={k!r}")
+    _SETTINGS["auto_steps_per_call"] = k
+
+
+def set_num_threads(n: int):
+    """Intra-op threads of the onnxruntime sessions created from now on (0: its default)."""
+    from kgraph.runtime.session import set_num_threads as _set
+    _set(n)
