@@ -89,6 +89,8 @@ def lower(graph, freeze: dict | None = None, opset: int = OPSET, metadata: dict 
         else:
             out_alias[key] = oname
 
+    # names the user chose (inputs, outputs) are never reused for internal tensors
+    reserved = {graph.g.nodes[v.node]["attrs"]["name"] for v in graph.inputs} | {n for n, _ in graph.outputs}
     for nid in graph.topological_order():
         data = graph.g.nodes[nid]
         op = data["op"]
@@ -101,7 +103,7 @@ def lower(graph, freeze: dict | None = None, opset: int = OPSET, metadata: dict 
         ins = [names[(v.node, v.index)] for v in graph.node_inputs(nid)]
         outs = []
         for i in range(len(data["types"])):
-            outs.append(out_alias.get((nid, i), f"{op}_{nid}" + (f"_{i}" if i else "")))
+            outs.append(out_alias.get((nid, i)) or _internal_name(op, nid, i, reserved))
             names[(nid, i)] = outs[-1]
         ctx._current = data.get("name") or f"{op}_{nid}"
         lowering = get_op(op).lower
@@ -125,6 +127,13 @@ def lower(graph, freeze: dict | None = None, opset: int = OPSET, metadata: dict 
         entry = model.metadata_props.add()
         entry.key, entry.value = k, v
     return model
+
+
+def _internal_name(op, nid, index, reserved):
+    name = f"{op}.{nid}" + (f".{index}" if index else "")
+    while name in reserved:
+        name += "_"
+    return name
 
 
 def _version():

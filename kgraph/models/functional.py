@@ -207,7 +207,9 @@ class Model(TrainingAPI, Layer):
         cached = getattr(self, "_runner_cache", None)
         if cached is None or cached[0] != key:
             self._sync_weights()
-            cached = (variable_mod.generation(), InferenceRunner.for_model(self))
+            from kgraph.export import compile_inference
+            cached = (variable_mod.generation(),
+                      InferenceRunner(compile_inference(self), self.input_names(), self.output_names()))
             self._runner_cache = cached
         return cached[1]
 
@@ -284,6 +286,14 @@ class Model(TrainingAPI, Layer):
         if flat and not any(isinstance(t, KTensor) for t in flat):
             return self.predict_on_batch(inputs)
         return super().__call__(inputs, training=training, **kwargs)
+
+    def export(self, filepath, format="onnx", target="portable", opset=None, batch=None):
+        """Writes an ONNX inference file for serving (standard ONNX, weights as initializers,
+        Dropout removed, the Keras config in metadata_props)."""
+        from kgraph.export import OPSET, export_model
+        if format != "onnx":
+            raise ValueError(f"Model '{self.name}': export supports format='onnx'. Received: format={format!r}")
+        return export_model(self, filepath, target=target, opset=opset or OPSET, batch=batch)
 
     # -- description -----------------------------------------------------------
     def summary(self, line_length=None, positions=None, print_fn=None, **kwargs):
