@@ -18,6 +18,18 @@ def set_auto_steps_per_call(k: int):
     _SETTINGS["auto_steps_per_call"] = k
 
 
+def set_device(device: str) -> str:
+    """Execution device for sessions created from now on: 'cpu', 'cuda' or 'auto'
+    (the KGRAPH_DEVICE environment variable sets the default). Returns the device used."""
+    from kgraph.runtime.session import set_device as _set
+    return _set(device)
+
+
+def get_device() -> str:
+    from kgraph.runtime.session import device
+    return device()
+
+
 def set_num_threads(n: int):
     """Intra-op threads of the onnxruntime sessions created from now on (0: its default)."""
     from kgraph.runtime.session import set_num_threads as _set
