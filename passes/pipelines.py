@@ -1,6 +1,8 @@
 """Named pass pipelines: one readable list per purpose."""
 from __future__ import annotations
 
+import os
+
 from kgraph.passes import cleanup, constant_folding, cse, fusion_dense  # noqa: F401 (registers)
 from kgraph.passes.infra import PassManager
 
@@ -16,7 +18,20 @@ PIPELINES = {
 }
 
 
+# With optimizations off only the passes that correctness needs run (the graph must be
+# lowerable: dead nodes would still be lowered, identities are harmless).
+REQUIRED = ["dead_code_elimination"]
+_ENABLED = {"on": os.environ.get("KGRAPH_PASSES", "on") != "off"}
+
+
+def set_passes_enabled(enabled: bool):
+    """Turns kgraph's optimizing passes on or off (for measurements; default on)."""
+    _ENABLED["on"] = bool(enabled)
+
+
 def run_pipeline(name, graph, verify=False, passes=None):
     """Runs the pipeline `name` (or the explicit list `passes`) on `graph` in place and
     returns the per-pass records."""
-    return PassManager(PIPELINES[name] if passes is None else passes, verify=verify, tag=name).run(graph)
+    if passes is None:
+        passes = PIPELINES[name] if _ENABLED["on"] else [p for p in PIPELINES[name] if p in REQUIRED]
+    return PassManager(passes, verify=verify, tag=name).run(graph)

@@ -13,7 +13,12 @@ import onnxruntime as ort
 
 DEVICES = ("cpu", "cuda", "auto")
 _STATE = {"intra_op": int(os.environ.get("KGRAPH_NUM_THREADS", "0")),
-          "device": None, "requested": os.environ.get("KGRAPH_DEVICE", "cpu")}
+          "device": None, "requested": os.environ.get("KGRAPH_DEVICE", "cpu"),
+          "ort_level": os.environ.get("KGRAPH_ORT_OPT_LEVEL", "all")}
+ORT_LEVELS = {"disable": ort.GraphOptimizationLevel.ORT_DISABLE_ALL,
+              "basic": ort.GraphOptimizationLevel.ORT_ENABLE_BASIC,
+              "extended": ort.GraphOptimizationLevel.ORT_ENABLE_EXTENDED,
+              "all": ort.GraphOptimizationLevel.ORT_ENABLE_ALL}
 
 
 class DeviceError(RuntimeError):
@@ -25,6 +30,14 @@ def set_num_threads(n: int):
     if not isinstance(n, int) or n < 0:
         raise ValueError(f"set_num_threads expects a non-negative integer. Received: n={n!r}")
     _STATE["intra_op"] = n
+
+
+def set_ort_optimization_level(level: str):
+    """onnxruntime's own graph optimizations for sessions created from now on:
+    'disable', 'basic', 'extended' or 'all' (the default)."""
+    if level not in ORT_LEVELS:
+        raise ValueError(f"optimization level must be one of {sorted(ORT_LEVELS)}. Received: level={level!r}")
+    _STATE["ort_level"] = level
 
 
 def cuda_problem() -> str | None:
@@ -81,6 +94,7 @@ def session_options() -> ort.SessionOptions:
     so.add_session_config_entry("session.set_denormal_as_zero", "1")
     so.intra_op_num_threads = _STATE["intra_op"]
     so.log_severity_level = 3
+    so.graph_optimization_level = ORT_LEVELS[_STATE["ort_level"]]
     return so
 
 
