@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import numpy as np
 
+from kgraph.engine.variable import _GENERATION
+
 
 class TrainingState:
     def __init__(self, variables, optimizer):
@@ -16,9 +18,10 @@ class TrainingState:
         self.optimizer = optimizer
         self.buffers: list[dict[str, np.ndarray]] = [{}, {}]
         self.parity = 0
-        self.slot_values: dict = {}   # (var path, slot name) -> array, for saving/restoring
         self._ahead = False           # runtime holds newer weights than the Variables
         self._names: dict[int, str] = {}
+        self._slot_names: dict = {}   # slot key -> buffer name, for slots created so far
+        self._restored: dict = {}     # slot key -> value to start from (a loaded optimizer state)
 
     # -- registration ------------------------------------------------------------
     def ensure_weight(self, name, var):
@@ -30,12 +33,38 @@ class TrainingState:
             var._owner = self
 
     def ensure_slot(self, name, key, like_var=None, init=None):
+        self._slot_names[key] = name
         if name not in self.buffers[0]:
-            if init is None:
+            if key in self._restored:
+                init = self._restored.pop(key)
+            elif init is None:
                 init = self.optimizer.slot_initial(key[1], like_var._value)
             value = np.array(init, dtype=np.float32 if like_var is None else like_var.dtype, copy=True)
             self.buffers[0][name] = value
             self.buffers[1][name] = value.copy()
+
+    # -- optimizer state in and out (saving) ----------------------------------------
+    def restore_slots(self, values: dict):
+        """Start optimizer slots from saved values: {slot key: array}, keys as in the train
+        graph's signature ((variable path, slot name), or ("", name) for a global slot).
+        Slots that exist already are overwritten in both buffer sets; the others take the
+        value when a step graph first creates them."""
+        for key, value in values.items():
+            name = self._slot_names.get(key)
+            if name is not None and name in self.buffers[0]:
+                for buf in self.buffers:
+                    np.copyto(buf[name], np.asarray(value, dtype=buf[name].dtype))
+            else:
+                self._restored[key] = np.array(value, copy=True)
+
+    def slot_values(self) -> dict:
+        """The optimizer slots' current values ({slot key: array copy}), including restored
+        values not yet taken up by a step graph."""
+        out = {key: np.array(v, copy=True) for key, v in self._restored.items()}
+        for key, name in self._slot_names.items():
+            if name in self.buffers[0]:
+                out[key] = self.current(name).copy()
+        return out
 
     def current(self, name) -> np.ndarray:
         return self.buffers[self.parity][name]
@@ -44,9 +73,11 @@ class TrainingState:
         return self.buffers[1 - self.parity][name]
 
     def stepped(self):
-        """Called after a step wrote the next set: it becomes current."""
+        """Called after a step wrote the next set: it becomes current. Weights changed, so
+        frozen inference graphs are stale (the generation counter says so)."""
         self.parity ^= 1
         self._ahead = True
+        _GENERATION[0] += 1
 
     # -- host sync -----------------------------------------------------------------
     def sync_to_host(self):

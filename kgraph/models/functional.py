@@ -16,9 +16,10 @@ from kgraph.engine.naming import unique_name
 from kgraph.ir import ops
 from kgraph.ir.graph import Graph
 from kgraph.models.training_api import TrainingAPI
+from kgraph.saving.api import SavingAPI
 
 
-class Model(TrainingAPI, Layer):
+class Model(SavingAPI, TrainingAPI, Layer):
     def __init__(self, inputs=None, outputs=None, name=None, trainable=True, **kwargs):
         if inputs is None or outputs is None:
             raise ValueError("Model needs `inputs` and `outputs` (Functional API); subclassed "
@@ -269,14 +270,40 @@ class Model(TrainingAPI, Layer):
         xs = self._standardize_inputs(x)
         runner = self._inference_runner()
         n = xs[0].shape[0]
-        if n <= batch_size:
-            return self._package_outputs(runner.run(xs))
-        chunks = [runner.run([a[i:i + batch_size] for a in xs]) for i in range(0, n, batch_size)]
-        return self._package_outputs([np.concatenate(parts) for parts in zip(*chunks)])
+        from kgraph.callbacks import CallbackList
+        cbs = callbacks if isinstance(callbacks, CallbackList) else CallbackList(
+            callbacks, add_progbar=verbose != 0, model=self, verbose=verbose, epochs=1,
+            steps=max(1, -(-n // batch_size)))
+        cbs.on_predict_begin()
+        begin, end = cbs.wants("on_predict_batch_begin"), cbs.wants("on_predict_batch_end")
+        if n <= batch_size and not (begin or end):
+            outs = runner.run(xs)
+        else:  # batch by batch, with Keras's per-batch hooks ({"outputs": ...} logs)
+            chunks = []
+            for step, i in enumerate(range(0, n, batch_size)):
+                if begin:
+                    cbs.on_predict_batch_begin(step)
+                chunks.append(runner.run([a[i:i + batch_size] for a in xs]))
+                if end:
+                    cbs.on_predict_batch_end(step, {"outputs": self._package_outputs(chunks[-1])})
+            outs = [np.concatenate(parts) for parts in zip(*chunks)]
+        cbs.on_predict_end()
+        return self._package_outputs(outs)
 
     def predict_on_batch(self, x):
+        fast = self.__dict__.get("_fast_predict")
+        if (fast is not None and type(x) is np.ndarray and fast[0] == variable_mod._GENERATION[0]
+                and x.dtype == fast[1] and x.shape[1:] == fast[2] and x.flags.c_contiguous):
+            # one array already in the model's dtype and shape: straight to the session
+            return fast[3](fast[4], {fast[5]: x})[0]
         self._ensure_model_built(x)
-        return self._package_outputs(self._inference_runner().run(self._standardize_inputs(x)))
+        runner = self._inference_runner()
+        if len(self.inputs) == 1 and len(self.outputs) == 1 and not isinstance(
+                self._output_struct, (list, tuple, dict)) and None not in self.inputs[0].shape[1:]:
+            t = self.inputs[0]
+            self._fast_predict = (variable_mod._GENERATION[0], t.dtype, tuple(t.shape[1:]), runner._run,
+                                  runner.output_names, runner.input_names[0])
+        return self._package_outputs(runner.run(self._standardize_inputs(x)))
 
     def _ensure_model_built(self, x):
         pass

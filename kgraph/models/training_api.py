@@ -13,6 +13,7 @@ from kgraph import losses as losses_mod
 from kgraph import metrics as metrics_mod
 from kgraph import optimizers as optimizers_mod
 from kgraph import utils
+from kgraph.distribute import fit_support as dist
 
 
 class CompiledSpec:
@@ -30,6 +31,7 @@ class TrainingAPI:
         self._runners = {}
         self._state = None
         self.history = None
+        self._initial_epoch = None
 
     # -- compile -------------------------------------------------------------
     def compile(self, optimizer="rmsprop", loss=None, loss_weights=None, metrics=None,
@@ -75,6 +77,7 @@ class TrainingAPI:
         self.steps_per_execution = int(steps_per_execution)
         self.optimizer = opt
         self._compiled_spec = CompiledSpec(opt, loss_list, lw, metric_ids)
+        self._compiled_spec.distribute = dist.scoped_strategy()  # `with strategy.scope():`
         self._runners = {}
         if self._state is not None:
             self._state.detach()
@@ -166,7 +169,8 @@ class TrainingAPI:
                                  f"('{name}') has {arr.shape[0]} samples. Make sure all arrays "
                                  f"contain the same number of samples.")
         for name, arr in zip(self.input_names() + self.output_names(), xs + ys):
-            if arr.dtype.kind == "f" and not np.isfinite(arr).all():
+            # one summing pass: a NaN or inf anywhere makes the float64 sum non-finite
+            if arr.dtype.kind == "f" and not np.isfinite(arr.sum(dtype=np.float64)):
                 raise ValueError(f"{what}(): the data for '{name}' contains NaN or infinite values "
                                  f"({int((~np.isfinite(arr)).sum())} entries)")
         self._check_labels(ys)
@@ -200,6 +204,10 @@ class TrainingAPI:
             spec._metric_key = key[1:]
         if self._state is None:
             self._state = TrainingState(self.weights, spec.optimizer)
+        if dist.strategy_of(self) is not None:  # data-parallel: gradient graph, allreduce, update graph
+            from kgraph.runtime.distributed import build_runner
+            self._runners[key] = build_runner(kind, spec, self, y_specs, self._state, spec.distribute)
+            return self._runners[key]
         build = build_train_graph if kind == "train" else build_eval_graph
         g, sig = build(spec, self, y_specs)
         for name, var in sig.weight_inputs:
@@ -296,7 +304,7 @@ class TrainingAPI:
         if limit is not None and steps * batch_size > n:
             # steps_per_epoch beyond the data: the order wraps around (same rule for K-step calls)
             order = np.concatenate([order] * math.ceil(steps * batch_size / n))
-        if train and self._steps_per_call(cbs) > 1:
+        if train and self._steps_per_call(cbs) > 1 and not getattr(runner, "distributed", False):
             return self._run_epoch_in_loops(runner, sources, batch_size, order, cbs, steps)
         loss_sum, count = 0.0, 0
         totals = [[np.zeros(np.shape(runner.host_outputs[name]), np.float64) for name in names]
@@ -351,42 +359,54 @@ class TrainingAPI:
             n = split
         runner = self._runner("train", ys)
         val_runner = self._runner("eval", val[1]) if val is not None else None
-        if verbose == "auto":
-            verbose = 1
         steps = steps_per_epoch or math.ceil(n / batch_size)
-        history = callbacks_mod.History()
-        cb_list = list(callbacks or [])
-        if verbose:
-            cb_list.append(callbacks_mod.ProgbarLogger(verbose))
-        cb_list.append(history)
-        cbs = callbacks_mod.CallbackList(cb_list, self, {"epochs": epochs, "steps": steps, "verbose": verbose})
+        # Keras's CallbackList: a History (and a ProgbarLogger unless verbose=0) unless
+        # given; params {'verbose', 'epochs', 'steps'} with verbose as passed ("auto" too).
+        cbs = callbacks if isinstance(callbacks, callbacks_mod.CallbackList) else callbacks_mod.CallbackList(
+            callbacks, add_history=True, add_progbar=verbose != 0 and dist.shows_progress(self), model=self,
+            verbose=verbose, epochs=epochs, steps=steps)
         self.stop_training = False
+        self._initial_epoch = None
         cbs.on_train_begin()
-        logs = {}
+        # a callback may move the start (BackupAndRestore resuming an interrupted fit)
+        initial_epoch, self._initial_epoch = self._initial_epoch or initial_epoch, None
+        initial_epoch = dist.begin_fit(self, runner, xs + ys + [sw], initial_epoch)
+        training_logs = {}
         for epoch in range(initial_epoch, epochs):
             cbs.on_epoch_begin(epoch)
-            order = utils.rng().permutation(n) if shuffle else np.arange(n)
+            order = dist.epoch_order(self, utils.rng().permutation(n) if shuffle else np.arange(n))
             logs = self._run_epoch(runner, xs, ys, sw, batch_size, order, True, cbs, steps_per_epoch)
             if val_runner is not None and (epoch + 1) % validation_freq == 0:
-                vb = validation_batch_size or batch_size
-                vlogs = self._run_epoch(val_runner, val[0], val[1], val[2], vb, np.arange(len(val[2])), False)
+                vlogs = self._test_loop(val_runner, val, validation_batch_size or batch_size, cbs,
+                                        validation_steps)
                 logs.update({f"val_{k}": v for k, v in vlogs.items()})
             cbs.on_epoch_end(epoch, logs)
+            dist.agree_stop(self)
+            training_logs = logs
             if self.stop_training:
                 break
-        cbs.on_train_end(logs)
+        cbs.on_train_end(training_logs)
         self._state.sync_to_host()
-        self.history = history
-        return history
+        return self.history
+
+    def _test_loop(self, runner, data, batch_size, cbs, steps=None):
+        """An evaluation pass between on_test_begin and on_test_end (evaluate, and fit's
+        validation, which Keras runs through fit's own callbacks)."""
+        xs, ys, sw = data
+        cbs.on_test_begin()
+        logs = self._run_epoch(runner, xs, ys, sw, batch_size, np.arange(len(sw)), False, cbs, steps)
+        cbs.on_test_end(logs)
+        return logs
 
     def evaluate(self, x=None, y=None, batch_size=None, verbose="auto", sample_weight=None, steps=None,
                  callbacks=None, return_dict=False):
         batch_size = 32 if batch_size is None else batch_size
         xs, ys, sw = self._prepare(x, y, sample_weight, None, "evaluate")
         runner = self._runner("eval", ys)
-        logs = self._run_epoch(runner, xs, ys, sw, batch_size, np.arange(len(sw)), False, None, steps)
-        if verbose and verbose != "auto" or verbose == "auto":
-            pass
+        cbs = callbacks if isinstance(callbacks, callbacks_mod.CallbackList) else callbacks_mod.CallbackList(
+            callbacks, add_progbar=verbose != 0 and dist.shows_progress(self), model=self, verbose=verbose, epochs=1,
+            steps=steps or math.ceil(len(sw) / batch_size))
+        logs = self._test_loop(runner, (xs, ys, sw), batch_size, cbs, steps)
         if return_dict:
             return logs
         vals = list(logs.values())
