@@ -28,6 +28,15 @@ def default_threads() -> int:
         return os.cpu_count() or 1
 
 
+def kgraph_set_threads(n: int):
+    """Intra-op threads of kgraph's onnxruntime sessions created from now on."""
+    try:
+        from kgraph.config import set_num_threads
+    except ImportError:  # older layout
+        from kgraph.runtime.session import set_num_threads
+    set_num_threads(n)
+
+
 def make_data(n=N_SAMPLES, seed=SEED):
     """x uniform in [0, 1) float32 (n, 784); y one-hot float32 (n, 10); labels int64."""
     rng = np.random.default_rng(seed)

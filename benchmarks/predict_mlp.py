@@ -65,7 +65,7 @@ def main(argv=None):
     ap.add_argument("--batch", type=int, default=1024, help="batch size for the throughput run")
     ap.add_argument("--samples", type=int, default=N_SAMPLES)
     ap.add_argument("--calls", type=int, default=3000, help="batch-1 calls timed per framework (>= 2000)")
-    ap.add_argument("--repeats", type=int, default=5, help="timed passes over the data for throughput")
+    ap.add_argument("--repeats", type=int, default=10, help="timed passes over the data for throughput")
     ap.add_argument("--threads", type=int, default=None,
                     help="intra-op threads for kgraph, torch (and the bare session when given); "
                          "default: the CPUs available, onnxruntime's default for the bare session")
@@ -77,10 +77,9 @@ def main(argv=None):
 
     import kgraph  # noqa: F401
     from kgraph.runtime.inference import compile_inference
-    from kgraph.runtime.session import set_num_threads
 
     threads = args.threads or default_threads()
-    set_num_threads(threads)
+    common.kgraph_set_threads(threads)
     torch.set_num_threads(threads)
 
     x, _, _ = make_data(args.samples)
