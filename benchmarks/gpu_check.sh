@@ -31,7 +31,7 @@ timeout 180 env KGRAPH_DEVICE=cuda python -m pytest -q -x tests --ignore=tests/t
 summary+=("tests on cuda: exit ${PIPESTATUS[0]}")
 
 for dev in cuda cpu; do
-  timeout 60 env KGRAPH_DEVICE=$dev python benchmarks/train_mlp.py --framework kgraph --batch 128 --repeats 1 2>&1 | tail -3
+  timeout 60 env KGRAPH_DEVICE=$dev python benchmarks/train_mlp.py --framework kgraph --batch 128 2>&1 | tail -3
   summary+=("train_mlp b128 on $dev: exit ${PIPESTATUS[0]}")
 done
 echo "== summary"
