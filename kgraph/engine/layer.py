@@ -176,13 +176,14 @@ class Layer:
         return outputs[0]
 
     def trace(self, inputs, training):
-        """call() inside a real trace: adds the activity regularizer's penalty."""
+        """call() inside a real trace: adds the activity regularizer's penalty, divided by
+        the batch size as Keras 3 does."""
         out = self.call(inputs, training=training)
         ctx = current_trace()
         if self.activity_regularizer is not None and ctx is not None and ctx.training:
             for v in flatten(out):
                 penalty = self.activity_regularizer(v)
-                ctx.losses.append(penalty)
+                ctx.losses.append(penalty / ops.numel(v, axes=[0]))
         return out
 
     def _eager_call(self, inputs, flat, training):

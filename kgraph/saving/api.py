@@ -1,0 +1,227 @@
+"""The user-facing calls: `model.save`, `model.save_weights`, `model.load_weights` (the
+SavingAPI mixin of Model) and `load_model`.
+
+Every call validates before it changes anything: a load reads and checks all arrays
+(and the optimizer state) before the first weight is assigned, and a save builds the
+file beside the target and renames it over the target only when it is complete. The
+format is chosen from the file's content (HDF5 or zip signature), not only its name.
+"""
+from __future__ import annotations
+
+import contextlib
+import datetime
+import json
+import os
+
+from kgraph.saving import (compile_config, h5files, keras_zip, legacy_h5, model_config, optimizer_state,
+                           weights_h5)
+from kgraph.saving.errors import SavingError
+
+LEGACY_SUFFIXES = (".h5", ".hdf5")
+
+
+def _values(model) -> dict:
+    """{id(variable): array} of the model's current weights (pulled from the runtime)."""
+    return {id(w): w.numpy() for w in model.weights}
+
+
+def _optimizer_export(model, include_optimizer):
+    if not include_optimizer or not getattr(model, "compiled", False) or model.optimizer is None:
+        return None
+    return optimizer_state.export(model)
+
+
+def _check_target(path, overwrite):
+    if os.path.isdir(path):
+        raise SavingError(path, "cannot write: the path is a folder")
+    if not overwrite and os.path.exists(path):
+        raise SavingError(path, "the file exists and `overwrite=False`")
+
+
+@contextlib.contextmanager
+def _saving(path):
+    """Turns a failure while building a file into a SavingError (the old file stays)."""
+    try:
+        yield
+    except SavingError:
+        raise
+    except Exception as e:
+        raise SavingError(path, f"cannot save: {type(e).__name__}: {e}") from e
+
+
+def save_model(model, filepath, overwrite=True, include_optimizer=True):
+    path = os.fspath(filepath)
+    if not getattr(model, "built", False):
+        raise SavingError(path, f"model '{model.name}' is not built yet (it has no input shape), "
+                                "so it has no weights to save")
+    _check_target(path, overwrite)
+    if path.endswith(".keras"):
+        _save_keras(model, path, include_optimizer)
+    elif path.endswith(LEGACY_SUFFIXES):
+        _save_legacy(model, path, include_optimizer)
+    else:
+        raise SavingError(path, "unsupported file extension for `save`: use `.keras` (Keras 3 "
+                                "archive) or `.h5` (legacy HDF5)")
+
+
+def _save_keras(model, path, include_optimizer):
+    from kgraph import __version__
+    with _saving(path):
+        values = _values(model)
+        opt = _optimizer_export(model, include_optimizer)
+        config = model_config.keras_config(model)
+        cc = compile_config.compile_config(model) if include_optimizer else None
+        if cc is not None:
+            cc["optimizer"] = compile_config.optimizer_config(model.optimizer)
+            config["compile_config"] = cc
+        metadata = {"keras_version": legacy_h5.KERAS_FORMAT_VERSION, "kgraph_version": __version__,
+                    "date_saved": datetime.datetime.now().strftime("%Y-%m-%d@%H:%M:%S")}
+        keras_zip.write(path, metadata, config, lambda f: weights_h5.write(f, model, values, opt))
+
+
+def _save_legacy(model, path, include_optimizer):
+    with _saving(path):
+        values = _values(model)
+        opt = _optimizer_export(model, include_optimizer)
+        cfg = model_config.legacy_config(model)
+        training = compile_config.training_config(model) if include_optimizer else None
+        json.dumps(cfg), json.dumps(training)  # fail before the file is opened
+        with h5files.atomic_h5(path) as f:
+            legacy_h5.write(f, model, values, cfg, training, opt)
+
+
+def save_weights(model, filepath, overwrite=True):
+    path = os.fspath(filepath)
+    if not path.endswith(".weights.h5"):
+        raise SavingError(path, "the file name for `save_weights` must end in `.weights.h5` (use "
+                                "`save('model.h5')` for a legacy HDF5 file)")
+    if not getattr(model, "built", False):
+        raise SavingError(path, f"model '{model.name}' is not built yet, so it has no weights to save")
+    _check_target(path, overwrite)
+    with _saving(path):
+        values = _values(model)
+        opt = _optimizer_export(model, True)
+        with h5files.atomic_h5(path) as f:
+            weights_h5.write(f, model, values, opt)
+
+
+# -- loading ----------------------------------------------------------------------------
+def _signature(path):
+    if not os.path.exists(path):
+        raise SavingError(path, "no such file")
+    if os.path.isdir(path):
+        raise SavingError(path, "is a folder, not a model file (SavedModel folders are not supported)")
+    with h5files.reading(path, "open the file"):
+        with open(path, "rb") as fh:
+            return fh.read(8)
+
+
+def _assign(model, values, plan):
+    for w in model.weights:
+        if id(w) in values:
+            w.assign(values[id(w)])
+    if plan is not None and getattr(model, "compiled", False):
+        plan.apply(model)
+
+
+def _read_weights_file(f, model, display, with_optimizer):
+    """(values, optimizer plan) from an open HDF5 file of any supported layout."""
+    with h5files.reading(display, "read the weights"):
+        if any(k in f for k in ("layers", "vars", "_layer_checkpoint_dependencies")):
+            return weights_h5.read(f, model, display, with_optimizer)
+        root = legacy_h5.weights_root(f, display)
+        if root is None:
+            raise SavingError(display, "no weights found: the file has neither Keras 3 `layers` "
+                                       "nor legacy `model_weights`/`layer_names`")
+        values = legacy_h5.read_weights_group(root, model, display)
+        plan = legacy_h5.read_optimizer(f, model, display) if with_optimizer else None
+        return values, plan
+
+
+def load_weights(model, filepath):
+    path = os.fspath(filepath)
+    if not getattr(model, "built", False):
+        raise SavingError(path, f"model '{model.name}' is not built yet: build it (or call it on "
+                                "data) before loading weights")
+    head = _signature(path)
+    compiled = bool(getattr(model, "compiled", False))
+    if head[:4] == h5files.ZIP_MAGIC:
+        _, _, image = keras_zip.read(path, path)
+        source = image
+    elif head == h5files.HDF5_MAGIC:
+        source = path
+    else:
+        raise SavingError(path, "not a Keras weights file (neither HDF5 nor a .keras archive)")
+    with h5files.open_h5(source, path) as f:
+        values, plan = _read_weights_file(f, model, path, compiled)
+    _assign(model, values, plan)
+
+
+def _compile(model, cfg, display, custom_objects, optimizer_cfg=None):
+    args = compile_config.compile_args(cfg, display, model, custom_objects, optimizer_cfg)
+    try:
+        model.compile(**args)
+    except (ValueError, TypeError) as e:
+        raise SavingError(display, f"cannot compile the model with the saved training config: {e}") from None
+
+
+def load_model(filepath, custom_objects=None, compile=True, safe_mode=True):
+    """A model from a `.keras` archive or a legacy `.h5` file (by content), with its
+    weights, and when `compile` its loss, metrics, optimizer and optimizer state."""
+    path = os.fspath(filepath)
+    head = _signature(path)
+    if head[:4] == h5files.ZIP_MAGIC:
+        return _load_keras(path, custom_objects, compile)
+    if head == h5files.HDF5_MAGIC:
+        return _load_legacy(path, custom_objects, compile)
+    raise SavingError(path, "not a Keras model file: expected a .keras archive (zip) or an HDF5 "
+                            f"file{' (the file is empty)' if not head else ''}")
+
+
+def _load_keras(path, custom_objects, compile):
+    _, config, image = keras_zip.read(path, path)
+    model = model_config.build(config, path, custom_objects)
+    cc = config.get("compile_config")
+    if compile and cc:
+        if not isinstance(cc, dict):
+            raise SavingError(path, "`compile_config` in config.json should be an object")
+        _compile(model, cc, path, custom_objects, cc.get("optimizer"))
+    with h5files.open_h5(image, path) as f:
+        values, plan = _read_weights_file(f, model, path, bool(getattr(model, "compiled", False)))
+    _assign(model, values, plan)
+    return model
+
+
+def _load_legacy(path, custom_objects, compile):
+    with h5files.open_h5(path, path) as f:
+        with h5files.reading(path, "read the model"):
+            raw = h5files.json_attr(f, "model_config", path, required=False)
+            if raw is None:
+                kind = ("a weights-only file: build the model and use `load_weights`"
+                        if ("layers" in f or "layer_names" in f.attrs or "vars" in f) else "not a Keras model file")
+                raise SavingError(path, f"the `model_config` attribute is missing ({kind})")
+            training = h5files.json_attr(f, "training_config", path, required=False)
+        model = model_config.build(raw, path, custom_objects)
+        if compile and training:
+            _compile(model, training, path, custom_objects)
+        values, plan = _read_weights_file(f, model, path, bool(getattr(model, "compiled", False)))
+    _assign(model, values, plan)
+    return model
+
+
+class SavingAPI:
+    """save / save_weights / load_weights for Model."""
+
+    def save(self, filepath, overwrite=True, include_optimizer=True):
+        """`.keras` (Keras 3 archive) or `.h5` (legacy HDF5), chosen by the extension."""
+        save_model(self, filepath, overwrite=overwrite, include_optimizer=include_optimizer)
+
+    def save_weights(self, filepath, overwrite=True):
+        """Keras 3 `.weights.h5` (with the optimizer state when compiled)."""
+        save_weights(self, filepath, overwrite=overwrite)
+
+    def load_weights(self, filepath):
+        """From `.weights.h5`, `.keras` or legacy `.h5` (by content); on a compiled model
+        also the optimizer state the file holds."""
+        load_weights(self, filepath)
+
