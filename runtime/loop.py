@@ -112,12 +112,11 @@ class LoopRunner:
         self.bindings = []
         for parity in (0, 1):
             io = self.session.io_binding()
-            bufs, other = state.buffers[parity], state.buffers[1 - parity]
             for n in self.carried:
-                io.bind_ortvalue_input("state_in/" + n, ort.OrtValue.ortvalue_from_numpy(bufs[n]))
-                io.bind_ortvalue_output("state_out/" + n, ort.OrtValue.ortvalue_from_numpy(other[n]))
+                io.bind_ortvalue_input("state_in/" + n, state.ortvalue(parity, n))
+                io.bind_ortvalue_output("state_out/" + n, state.ortvalue(1 - parity, n))
             for n in self.static:
-                io.bind_ortvalue_input(OUTER + n, ort.OrtValue.ortvalue_from_numpy(bufs[n]))
+                io.bind_ortvalue_input(OUTER + n, state.ortvalue(parity, n))
             for name, arr in ((OUTER + "step0", self.step0), ("trip", self.trip), (OUTER + "t0", self.t0)):
                 io.bind_ortvalue_input(name, ort.OrtValue.ortvalue_from_numpy(arr))
             for n in self.host_outs:
@@ -131,11 +130,21 @@ class LoopRunner:
         self._order = np.ascontiguousarray(order, np.int64)
         for io in self.bindings:
             if key != self._data_key:
-                for name, arr in zip(self.sig.data_inputs, sources):
-                    io.bind_ortvalue_input(OUTER + "all/" + name, ort.OrtValue.ortvalue_from_numpy(arr))
+                for name, value in zip(self.sig.data_inputs, self._resident(sources, key)):
+                    io.bind_ortvalue_input(OUTER + "all/" + name, value)
             io.bind_ortvalue_input(OUTER + "perm", ort.OrtValue.ortvalue_from_numpy(self._order))
         self._sources = sources   # keep the bound arrays alive
         self._data_key = key
+
+    def _resident(self, sources, key):
+        """The training data as runtime values: shared with numpy on the CPU, copied to
+        the device once per fit on CUDA."""
+        if key != getattr(self, "_resident_key", None):
+            device = self.state.device
+            self._resident_values = [ort.OrtValue.ortvalue_from_numpy(a, "cuda", 0) if device == "cuda"
+                                     else ort.OrtValue.ortvalue_from_numpy(a) for a in sources]
+            self._resident_key = key
+        return self._resident_values
 
     def run_steps(self, first_step: int, lrs, t0: float):
         """Runs len(lrs) steps starting at `first_step` of the bound permutation; returns

@@ -2,12 +2,15 @@
 buffer sets (ping-pong). A step reads set A and writes set B, so no output ever
 aliases an input inside one graph (FACTS.md: aliasing gave wrong results).
 
-The buffers are numpy arrays that onnxruntime reads and writes in place through
-OrtValues sharing their memory: nothing is copied per step. Variables pull from
-here only when read (get_weights, saving, callbacks)."""
+On the CPU the buffers are numpy arrays that onnxruntime reads and writes in place
+through OrtValues sharing their memory; on CUDA they are OrtValues in device memory
+and the numpy arrays are only staging copies. Either way nothing is copied per step:
+Variables pull from here only when read (get_weights, saving, callbacks)."""
 from __future__ import annotations
 
 import numpy as np
+
+import onnxruntime as ort
 
 from kgraph.engine.variable import _GENERATION
 
@@ -22,13 +25,33 @@ class TrainingState:
         self._names: dict[int, str] = {}
         self._slot_names: dict = {}   # slot key -> buffer name, for slots created so far
         self._restored: dict = {}     # slot key -> value to start from (a loaded optimizer state)
+        from kgraph.runtime.session import device
+        self.device = device()
+        self._ortvalues: list[dict[str, ort.OrtValue]] = [{}, {}]
+
+    def _register(self, name, value):
+        """Both buffer sets of `name` start at `value`, in host or device memory."""
+        for parity in (0, 1):
+            arr = np.array(value, copy=True)
+            self.buffers[parity][name] = arr
+            self._ortvalues[parity][name] = (ort.OrtValue.ortvalue_from_numpy(arr, "cuda", 0)
+                                             if self.device == "cuda" else ort.OrtValue.ortvalue_from_numpy(arr))
+
+    def ortvalue(self, parity, name) -> ort.OrtValue:
+        """The runtime value to bind for buffer set `parity`."""
+        return self._ortvalues[parity][name]
+
+    def _write_both(self, name, value):
+        for parity in (0, 1):
+            if self.device == "cuda":
+                self._ortvalues[parity][name].update_inplace(np.ascontiguousarray(value, self.buffers[parity][name].dtype))
+            else:
+                np.copyto(self.buffers[parity][name], np.asarray(value, dtype=self.buffers[parity][name].dtype))
 
     # -- registration ------------------------------------------------------------
     def ensure_weight(self, name, var):
         if name not in self.buffers[0]:
-            value = np.array(var._value, copy=True)
-            self.buffers[0][name] = value
-            self.buffers[1][name] = value.copy()
+            self._register(name, var._value)
             self._names[id(var)] = name
             var._owner = self
 
@@ -39,9 +62,7 @@ class TrainingState:
                 init = self._restored.pop(key)
             elif init is None:
                 init = self.optimizer.slot_initial(key[1], like_var._value)
-            value = np.array(init, dtype=np.float32 if like_var is None else like_var.dtype, copy=True)
-            self.buffers[0][name] = value
-            self.buffers[1][name] = value.copy()
+            self._register(name, np.asarray(init, dtype=np.float32 if like_var is None else like_var.dtype))
 
     # -- optimizer state in and out (saving) ----------------------------------------
     def restore_slots(self, values: dict):
@@ -52,8 +73,7 @@ class TrainingState:
         for key, value in values.items():
             name = self._slot_names.get(key)
             if name is not None and name in self.buffers[0]:
-                for buf in self.buffers:
-                    np.copyto(buf[name], np.asarray(value, dtype=buf[name].dtype))
+                self._write_both(name, value)
             else:
                 self._restored[key] = np.array(value, copy=True)
 
@@ -67,10 +87,10 @@ class TrainingState:
         return out
 
     def current(self, name) -> np.ndarray:
+        """The current value on the host (a view on the CPU, a copy from a device)."""
+        if self.device == "cuda":
+            return self._ortvalues[self.parity][name].numpy()
         return self.buffers[self.parity][name]
-
-    def next(self, name) -> np.ndarray:
-        return self.buffers[1 - self.parity][name]
 
     def stepped(self):
         """Called after a step wrote the next set: it becomes current. Weights changed, so
@@ -102,8 +122,7 @@ class TrainingState:
             for var in self.variables:
                 name = self._names.get(id(var))
                 if name is not None:
-                    for buf in self.buffers:
-                        np.copyto(buf[name], var._value)
+                    self._write_both(name, var._value)
 
     def detach(self):
         self.sync_to_host()

@@ -28,16 +28,13 @@ class StepRunner:
         self.bindings = []
         for parity in (0, 1):
             io = self.session.io_binding()
-            bufs, other = state.buffers[parity], state.buffers[1 - parity]
-            for name, _ in sig.weight_inputs:
-                io.bind_ortvalue_input(name, _ortvalue(bufs[name]))
-            for name, _ in sig.slot_inputs:
-                io.bind_ortvalue_input(name, _ortvalue(bufs[name]))
+            for name, _ in sig.weight_inputs + sig.slot_inputs:
+                io.bind_ortvalue_input(name, state.ortvalue(parity, name))
             if train:
                 io.bind_ortvalue_input("lr", _ortvalue(self.lr))
                 io.bind_ortvalue_input("t", _ortvalue(self.t))
                 for out, inp in sig.feedback:
-                    io.bind_ortvalue_output(out, _ortvalue(other[inp]))
+                    io.bind_ortvalue_output(out, state.ortvalue(1 - parity, inp))
             for name, arr in self.host_outputs.items():
                 io.bind_ortvalue_output(name, _ortvalue(arr))
             self.bindings.append(io)
