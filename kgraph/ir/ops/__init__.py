@@ -1,5 +1,6 @@
 """The primitive op set. Importing this package registers every op."""
 from kgraph.ir.ops.core import as_value, building, coerce, current_graph, sum_to  # noqa: F401
+from kgraph.ir.ops.conv import avg_pool, conv, conv_transpose, max_pool, same_pads  # noqa: F401
 from kgraph.ir.ops.elementwise import (  # noqa: F401
     add, div, equal, greater, greater_equal, less, less_equal, logical_and, maximum, minimum,
     mul, pow, sub, where)
@@ -11,6 +12,7 @@ from kgraph.ir.ops.reduce import (  # noqa: F401
 from kgraph.ir.ops.shape import (  # noqa: F401
     concat, expand, expand_like, gather, pad, reshape, reshape_like, scatter_add, slice_, squeeze,
     transpose, unsqueeze)
+from kgraph.ir.ops.split import split  # noqa: F401
 from kgraph.ir.ops.unary import (  # noqa: F401
     abs, elu, erf, exp, floor, leaky_relu, log, log_softmax, neg, relu, selu, sigmoid, sign,
     softmax, softplus, sqrt, tanh)
