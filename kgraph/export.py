@@ -25,11 +25,15 @@ MAX_OPSET = 21
 TWO_GB = 2 ** 31
 
 
-def inference_ir(model, passes=None):
-    """The model's predict graph in the IR, after the inference pipeline (or `passes`)."""
+def inference_ir(model, passes=None, freeze_weights=True):
+    """The model's predict graph in the IR, weights frozen to constants (unless asked not
+    to), after the inference pipeline (or `passes`)."""
+    from kgraph.passes.freeze import freeze_inputs
     from kgraph.passes.pipelines import run_pipeline
     g, _, outs, _ = model.trace_graph(training=False)
     g.set_outputs(list(zip(model.output_names(), outs)))
+    if freeze_weights:
+        freeze_inputs(g, {g.g.nodes[v.node]["attrs"]["name"]: var.numpy() for var, v in bound_variables(g)})
     run_pipeline("inference", g, passes=passes)
     return g
 
@@ -41,10 +45,8 @@ def compile_inference(model, freeze_weights=True, metadata=None, target="portabl
         raise ValueError(f"opset must be an integer in [{OPSET}, {MAX_OPSET}]. Received: opset={opset!r}")
     if batch is not None and (not isinstance(batch, int) or batch < 1):
         raise ValueError(f"batch must be a positive integer or None (dynamic). Received: batch={batch!r}")
-    g = inference_ir(model, passes)
-    freeze = {g.g.nodes[v.node]["attrs"]["name"]: var.numpy() for var, v in bound_variables(g)} \
-        if freeze_weights else None
-    proto = lower(g, freeze=freeze, metadata=metadata, target=target, opset=opset)
+    g = inference_ir(model, passes, freeze_weights)
+    proto = lower(g, metadata=metadata, target=target, opset=opset)
     if batch is not None:
         for vi in list(proto.graph.input) + list(proto.graph.output):
             dims = vi.type.tensor_type.shape.dim

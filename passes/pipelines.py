@@ -3,16 +3,19 @@ from __future__ import annotations
 
 import os
 
-from kgraph.passes import cleanup, constant_folding, cse, fusion_dense  # noqa: F401 (registers)
+from kgraph.passes import (  # noqa: F401 (registers the passes)
+    cleanup, constant_folding, cse, fold_affine, fusion_conv, fusion_dense, layout)
 from kgraph.passes.infra import PassManager
 
 PIPELINES = {
     # predict graphs and files for serving
-    "inference": ["remove_identities", "constant_folding", "common_subexpression_elimination",
-                  "fuse_dense_activation", "dead_code_elimination"],
+    # (weights are frozen to constants first, so BatchNormalization folds into the conv)
+    "inference": ["remove_identities", "constant_folding", "layout_transposes",
+                  "common_subexpression_elimination", "fuse_dense_activation",
+                  "fold_affine_into_conv", "fuse_conv_activation", "dead_code_elimination"],
     # forward + loss of a training graph, before autodiff: fused ops get fused gradients
-    "training_forward": ["remove_identities", "common_subexpression_elimination",
-                         "fuse_dense_activation", "dead_code_elimination"],
+    "training_forward": ["remove_identities", "layout_transposes", "common_subexpression_elimination",
+                         "fuse_dense_activation", "fuse_conv_activation", "dead_code_elimination"],
     # the whole train step after autodiff and the optimizer update
     "training": ["constant_folding", "common_subexpression_elimination", "dead_code_elimination"],
 }

@@ -28,6 +28,12 @@ def away_from_zero(*shape):
     return np.where(np.abs(x) < 0.2, 0.5, x)
 
 
+def fused_conv_tanh(x, w, b):
+    """The op the conv+activation fusion pass creates (no layer emits it directly)."""
+    attrs = {"strides": (2, 1), "dilations": (1, 1), "pads": (1, 0, 0, 1), "groups": 1, "activation": "tanh"}
+    return x.graph.add_node("conv_act", [x, w, b], attrs)[0]
+
+
 # op name -> (function of Values, list of float64 inputs, indices of differentiable inputs)
 CASES = {
     "add": (lambda a, b: a + b, [r(3, 4), r(4)], None),
@@ -111,6 +117,7 @@ CASES = {
     "avg_pool[s2,same,odd]": (lambda x: ops.avg_pool(x, 2, pads=(0, 0, 1, 1)), [r(1, 2, 5, 7)], None),
     "avg_pool[3s1,same]": (lambda x: ops.avg_pool(x, 3, 1, pads=(1, 1, 1, 1)), [r(1, 2, 5, 4)], None),
     "avg_pool[1d,3s2,same]": (lambda x: ops.avg_pool(x, 3, 2, pads=(0, 1)), [r(2, 2, 8)], None),
+    "conv_act": (lambda x, w, b: fused_conv_tanh(x, w, b), [r(2, 3, 5, 4), r(4, 3, 3, 2), r(4)], None),
     "dropout": (None, None, None),  # random: checked against its mask in test_dropout_gradient
 }
 

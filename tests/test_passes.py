@@ -226,6 +226,139 @@ def test_training_pipeline_fuses_before_autodiff():
 def test_run_pipeline_names():
     g = mlp_graph("relu")
     records = run_pipeline("inference", g, verify=True)
-    assert [r.name for r in records] == ["remove_identities", "constant_folding",
+    assert [r.name for r in records] == ["remove_identities", "constant_folding", "layout_transposes",
                                          "common_subexpression_elimination", "fuse_dense_activation",
+                                         "fold_affine_into_conv", "fuse_conv_activation",
                                          "dead_code_elimination"]
+
+
+# ---- layout, BatchNormalization folding, conv+activation fusion, freezing ----------------------
+def cnn(bn=False, act="relu"):
+    kgraph.utils.set_random_seed(2)
+    x = inp = kgraph.Input(shape=(8, 8, 2))
+    x = layers.Conv2D(4, 3, padding="same", activation=None if bn else act)(x)
+    if bn:
+        x = layers.BatchNormalization()(x)
+        x = layers.Activation(act)(x)
+    x = layers.MaxPooling2D(2)(x)
+    x = layers.Conv2D(6, 3, activation=act)(x)
+    x = layers.Flatten()(x)
+    out = layers.Dense(3)(x)
+    model = kgraph.Model(inp, out)
+    if bn:  # non-trivial moving statistics and affine parameters
+        bn_layer = next(l for l in model.layers if isinstance(l, layers.BatchNormalization))
+        bn_layer.set_weights([rng.uniform(0.5, 2, 4), rng.normal(size=4), rng.normal(size=4), rng.uniform(0.5, 2, 4)])
+    return model
+
+
+def _unoptimized_and_optimized(model, passes):
+    from kgraph.engine.variable import bound_variables
+    from kgraph.passes.freeze import freeze_inputs
+    g, _, outs, _ = model.trace_graph()
+    g.set_outputs(list(zip(model.output_names(), outs)))
+    freeze_inputs(g, {g.g.nodes[v.node]["attrs"]["name"]: var.numpy() for var, v in bound_variables(g)})
+    x = rng.normal(size=(3, 8, 8, 2)).astype(np.float32)
+    before = run(g, {model.input_names()[0]: x})[0]
+    counts_before = g.op_counts()
+    records = PassManager(passes, verify=True).run(g)
+    return g, counts_before, records, before, run(g, {model.input_names()[0]: x})[0]
+
+
+def test_layout_pass_leaves_one_transpose_in_and_one_out():
+    g, before, records, y0, y1 = _unoptimized_and_optimized(cnn(), ["constant_folding", "layout_transposes"])
+    assert before["transpose"] >= 6 and g.op_counts()["transpose"] == 2
+    assert records[1].changed
+    np.testing.assert_allclose(y1, y0, rtol=1e-6, atol=1e-6)
+
+
+def test_layout_pass_negative_transpose_read_twice_is_kept():
+    g = ir.Graph()
+    x = g.add_input("x", (None, 2, 3), np.float32)
+    with ops.building(g):
+        t = ops.transpose(x, (0, 2, 1))
+        a, b = ops.exp(t), ops.tanh(t)          # two readers, neither undoes the transpose
+    g.set_outputs([("a", a), ("b", b)])
+    from kgraph.passes.layout import layout_transposes
+    assert layout_transposes(g) is False
+    assert g.op_counts()["transpose"] == 1
+
+
+def test_batchnorm_folds_into_the_conv():
+    g, before, records, y0, y1 = _unoptimized_and_optimized(
+        cnn(bn=True), ["constant_folding", "layout_transposes", "fold_affine_into_conv", "dead_code_elimination"])
+    assert before["mul"] >= 1 and before["add"] >= 1
+    counts = g.op_counts()
+    assert "mul" not in counts and counts["add"] == 1, counts   # the one add left is Dense's bias
+    assert records[2].changed
+    np.testing.assert_allclose(y1, y0, rtol=1e-5, atol=1e-5)
+
+
+def test_affine_folding_negative_not_per_channel():
+    from kgraph.passes.fold_affine import fold_affine_into_conv
+    g = ir.Graph()
+    x = g.add_input("x", (None, 2, 5, 5), np.float32)
+    with ops.building(g):
+        y = ops.conv(x, g.const(rng.normal(size=(3, 2, 3, 3)).astype(np.float32)))
+        z = y * g.const(rng.normal(size=(1, 1, 3, 3)).astype(np.float32))   # varies over space
+    g.set_outputs([("z", z)])
+    assert fold_affine_into_conv(g) is False
+    assert g.op_counts()["mul"] == 1
+
+
+@pytest.mark.parametrize("act", ["relu", "sigmoid", "tanh"])
+def test_conv_activation_fusion(act):
+    g, before, records, y0, y1 = _unoptimized_and_optimized(
+        cnn(act=act), ["constant_folding", "layout_transposes", "fuse_conv_activation"])
+    counts = g.op_counts()
+    assert before["conv"] == 2 and counts.get("conv_act") == 2 and "conv" not in counts and act not in counts
+    np.testing.assert_allclose(y1, y0, rtol=1e-6, atol=1e-6)
+    onnx_ops = {n.op_type for n in lower(g, target="onnxruntime").graph.node}
+    assert "FusedConv" in onnx_ops
+    assert {n.domain for n in lower(g).graph.node} == {""}
+
+
+def test_conv_activation_fusion_negative():
+    from kgraph.passes import fusion_conv
+    g = ir.Graph()
+    x = g.add_input("x", (None, 2, 5, 5), np.float32)
+    with ops.building(g):
+        y = ops.conv(x, g.const(rng.normal(size=(3, 2, 3, 3)).astype(np.float32)))
+        a = ops.softmax(y, 1)
+    g.set_outputs([("a", a)])
+    conv_id = next(n for n, d in g.g.nodes(data=True) if d["op"] == "conv")
+    assert "not a fusable activation" in fusion_conv.match(g, conv_id)
+    assert fusion_conv.fuse_conv_activation(g) is False
+
+
+def test_cnn_training_with_fused_convs_matches_unfused():
+    """The training pipeline fuses conv+relu before autodiff; one SGD step gives the same
+    weights with and without kgraph's passes."""
+    from kgraph.passes.pipelines import set_passes_enabled
+    x = rng.normal(size=(6, 8, 8, 2)).astype(np.float32)
+    y = np.eye(3, dtype=np.float32)[rng.integers(0, 3, 6)]
+    results = []
+    for enabled in (True, False):
+        set_passes_enabled(enabled)
+        try:
+            model = cnn()
+            model.compile(optimizer=kgraph.optimizers.SGD(0.1), loss="mse")
+            model.train_on_batch(x, y)
+            if enabled:
+                assert next(iter(model._runners.values())).ir.op_counts().get("conv_act") == 2
+            results.append(model.get_weights())
+        finally:
+            set_passes_enabled(True)
+    for a, b in zip(*results):
+        np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-6)
+
+
+def test_zoo_cnn_inference_graphs_have_at_most_two_transposes():
+    from kgraph.export import compile_inference
+    for name in ("lenet", "vgg", "resnet"):
+        proto = compile_inference(ZOO_BUILD(name))
+        assert sum(n.op_type == "Transpose" for n in proto.graph.node) <= 2, name
+
+
+def ZOO_BUILD(name):
+    from kgraph.models_zoo import ZOO
+    return ZOO[name].build()

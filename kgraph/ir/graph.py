@@ -123,8 +123,14 @@ class Graph:
         self.inputs.append(v)
         return v
 
-    def const(self, value, dtype=None) -> Value:
+    def const(self, value, dtype=None, name=None) -> Value:
+        """A constant node; equal values share one node, except named ones (frozen weights
+        keep their names as initializers)."""
         arr = np.asarray(value, dtype=dtype)
+        if name is not None:
+            (v,) = self.add_node("const", [], {"value": arr, "name": name},
+                                 types=[TensorType(arr.shape, arr.dtype)])
+            return v
         key = (arr.dtype.str, arr.shape, arr.tobytes())
         if key not in self._const_cache:
             (v,) = self.add_node("const", [], {"value": arr},

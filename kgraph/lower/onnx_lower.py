@@ -97,7 +97,8 @@ def lower(graph, freeze: dict | None = None, opset: int = OPSET, metadata: dict 
         if op == "input":
             continue
         if op == "const":
-            names[(nid, 0)] = out_alias.get((nid, 0)) or ctx.const(data["attrs"]["value"])
+            names[(nid, 0)] = out_alias.get((nid, 0)) or ctx.const(data["attrs"]["value"],
+                                                                    name=data["attrs"].get("name"))
             continue
         view = NodeView(graph, nid)
         ins = [names[(v.node, v.index)] for v in graph.node_inputs(nid)]

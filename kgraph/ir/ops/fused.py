@@ -70,3 +70,49 @@ def _(node, gy):
     gz = activation_grad_from_output(node.attrs["activation"], y, gy[0])
     return [sum_to(matmul(gz, swap_last(w)), x.shape), sum_to(matmul(swap_last(x), gz), w.shape),
             sum_to(gz, b.shape)]
+
+
+# ---- conv + activation -------------------------------------------------------------------
+# conv_act(x, W, b; conv attrs, activation) = act(conv(x, W, b)). Gradient from the output:
+# gz = g * act'(y), then the convolution's own rule. Lowering: the `onnxruntime` target
+# writes com.microsoft FusedConv where the execution provider supports the activation
+# (on CUDA only Relu); `portable` writes Conv then the activation.
+FUSED_CONV_ACTIVATIONS = {"relu": "Relu", "sigmoid": "Sigmoid", "tanh": "Tanh"}
+
+
+def _conv_act_infer(types, attrs):
+    from kgraph.ir.ops.conv import CONV
+    return CONV.infer(types, {k: v for k, v in attrs.items() if k != "activation"})
+
+
+def _conv_act_lower(ctx, node, ins, outs):
+    act = FUSED_CONV_ACTIVATIONS[node.attrs["activation"]]
+    a = node.attrs
+    conv_attrs = dict(strides=list(a["strides"]), dilations=list(a["dilations"]), pads=list(a["pads"]),
+                      group=a["groups"], kernel_shape=list(node.inputs[1].shape[2:]))
+    if ctx.target == "onnxruntime" and (act == "Relu" or getattr(ctx, "device", "cpu") != "cuda"):
+        ctx.node("FusedConv", ins, outs, domain="com.microsoft", activation=act, **conv_attrs)
+        return
+    z = ctx.fresh("conv")
+    ctx.node("Conv", ins, [z], **conv_attrs)
+    ctx.node(act, [z], outs)
+
+
+CONV_ACT = define("conv_act", _conv_act_infer, _conv_act_lower)
+
+
+class _ConvView:
+    """What the conv gradient rule reads of a node: its inputs and conv attributes."""
+
+    def __init__(self, node):
+        self.inputs = node.inputs
+        self.attrs = {k: v for k, v in node.attrs.items() if k != "activation"}
+        self.graph = node.graph
+
+
+@CONV_ACT.gradient
+def _(node, gy):
+    from kgraph.ir.ops.conv import CONV
+    (y,) = node.outputs
+    gz = activation_grad_from_output(node.attrs["activation"], y, gy[0])
+    return CONV.grad(_ConvView(node), [gz])
