@@ -46,7 +46,8 @@ def compile_inference(model, freeze_weights=True, metadata=None, target="portabl
     if batch is not None and (not isinstance(batch, int) or batch < 1):
         raise ValueError(f"batch must be a positive integer or None (dynamic). Received: batch={batch!r}")
     g = inference_ir(model, passes, freeze_weights)
-    proto = lower(g, metadata=metadata, target=target, opset=opset)
+    from kgraph.runtime.session import device
+    proto = lower(g, metadata=metadata, target=target, opset=opset, device=device())
     if batch is not None:
         for vi in list(proto.graph.input) + list(proto.graph.output):
             dims = vi.type.tensor_type.shape.dim

@@ -362,3 +362,17 @@ def test_zoo_cnn_inference_graphs_have_at_most_two_transposes():
 def ZOO_BUILD(name):
     from kgraph.models_zoo import ZOO
     return ZOO[name].build()
+
+
+def test_onnxruntime_target_on_cuda_fuses_only_relu_convs():
+    g = ir.Graph()
+    x = g.add_input("x", (None, 2, 5, 5), np.float32)
+    w = g.const(rng.normal(size=(3, 2, 3, 3)).astype(np.float32))
+    attrs = {"strides": (1, 1), "dilations": (1, 1), "pads": (0, 0, 0, 0), "groups": 1}
+    (a,) = g.add_node("conv_act", [x, w], dict(attrs, activation="relu"))
+    (b,) = g.add_node("conv_act", [x, w], dict(attrs, activation="sigmoid"))
+    g.set_outputs([("a", a), ("b", b)])
+    cuda = [n.op_type for n in lower(g, target="onnxruntime", device="cuda").graph.node]
+    cpu = [n.op_type for n in lower(g, target="onnxruntime", device="cpu").graph.node]
+    assert cuda.count("FusedConv") == 1 and "Sigmoid" in cuda
+    assert cpu.count("FusedConv") == 2

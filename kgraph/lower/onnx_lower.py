@@ -19,8 +19,9 @@ PRODUCER = "kgraph"
 class LowerContext:
     """What a lowering rule may do: add ONNX nodes, constants and fresh names."""
 
-    def __init__(self, target="portable"):
+    def __init__(self, target="portable", device="cpu"):
         self.target = target
+        self.device = device  # the execution provider the onnxruntime target is written for
         self.nodes: list[onnx.NodeProto] = []
         self.initializers: dict[str, onnx.TensorProto] = {}
         self._const_names: dict = {}
@@ -59,15 +60,16 @@ TARGETS = ("portable", "onnxruntime")
 
 
 def lower(graph, freeze: dict | None = None, opset: int = OPSET, metadata: dict | None = None,
-          name: str | None = None, target: str = "portable") -> onnx.ModelProto:
+          name: str | None = None, target: str = "portable", device: str = "cpu") -> onnx.ModelProto:
     """Lowers `graph`. Inputs named in `freeze` become initializers with the given values
     (weights baked in for serving); the others stay graph inputs, in `graph.inputs` order.
     `target`: 'portable' writes the standard ONNX domain only (files for serving);
-    'onnxruntime' may use contrib ops that plain onnxruntime loads (e.g. FusedGemm)."""
+    'onnxruntime' may use contrib ops that plain onnxruntime loads (e.g. FusedGemm), only
+    those the `device`'s execution provider supports (on CUDA, FusedConv only with Relu)."""
     if target not in TARGETS:
         raise ValueError(f"unknown lowering target {target!r}; expected one of {TARGETS}")
     freeze = freeze or {}
-    ctx = LowerContext(target)
+    ctx = LowerContext(target, device)
     names: dict[tuple[int, int], str] = {}
     inputs = []
     for v in graph.inputs:

@@ -90,7 +90,7 @@ def _conv_act_lower(ctx, node, ins, outs):
     a = node.attrs
     conv_attrs = dict(strides=list(a["strides"]), dilations=list(a["dilations"]), pads=list(a["pads"]),
                       group=a["groups"], kernel_shape=list(node.inputs[1].shape[2:]))
-    if ctx.target == "onnxruntime" and (act == "Relu" or getattr(ctx, "device", "cpu") != "cuda"):
+    if ctx.target == "onnxruntime" and (act == "Relu" or ctx.device != "cuda"):
         ctx.node("FusedConv", ins, outs, domain="com.microsoft", activation=act, **conv_attrs)
         return
     z = ctx.fresh("conv")
