@@ -19,16 +19,24 @@ Masking. A mask source is a (batch, T) tensor whose zeros (False) mark padded st
 Without an explicit `mask=`, it is found by walking the layer DAG back from x: the ids
 fed to an `Embedding(mask_zero=True)`, through the layers that Keras lets pass a mask
 (Dense, Dropout, activations, ...) and through recurrent layers that return sequences.
+As in Keras 3 (checked against 3.15), that implicit mask is not applied to a call that
+also passes initial states (a call with several tensor arguments gets no automatic
+mask there); an explicit `mask=` always is.
 At a masked step the states keep their previous values and the step's output is the
 kept state, or zeros with `zero_output_for_mask=True` (as Keras's RNN loop; Bidirectional
 sets it when it returns sequences). Losses are not masked: Keras also drops masked
 timesteps from a loss on sequence outputs, which kgraph's training graph does not do.
+
+Dropout (training only), as Keras: `dropout` masks the inputs and `recurrent_dropout` the
+previous output where it enters the recurrent matmul; each mask is drawn once per
+sequence and reused at every step, one per gate when Keras would use implementation 1
+(any recurrent dropout), else one for all gates.
 """
 from __future__ import annotations
 
 import numpy as np
 
-from kgraph import activations, initializers, regularizers
+from kgraph import activations, initializers, regularizers, utils
 from kgraph.engine.ktensor import KTensor
 from kgraph.engine.layer import Layer
 from kgraph.ir import ops
@@ -66,7 +74,11 @@ def mask_source(t):
             sequences = 2 if getattr(layer, "merge_mode", "") is None else 1
             if not layer.return_sequences or ti >= sequences:
                 return None
-            return _unpack(node.inputs)[0]
+            src, x, _ = _unpack(node.inputs)
+            if src is not None:
+                return src
+            t = x
+            continue
         if kind in _MASK_PASSTHROUGH and len(node.inputs) == 1 \
                 and tuple(node.inputs[0].shape[:2]) == tuple(t.shape[:2]):
             t = node.inputs[0]
@@ -96,6 +108,16 @@ def _masked_steps(src, steps):
     return ops.split(masked, steps, axis=1)
 
 
+def _rec_matmul(h, kernel, masks):
+    """h @ kernel; with recurrent dropout, gate block k of the kernel reads h * masks[k]."""
+    if not masks:
+        return ops.matmul(h, kernel)
+    if len(masks) == 1:
+        return ops.matmul(h * masks[0], kernel)
+    parts = ops.split(kernel, len(masks), axis=1)
+    return ops.concat([ops.matmul(h * m, k) for m, k in zip(masks, parts)], axis=1)
+
+
 def _stack(outputs, units):
     """Per-step (batch, u) Values -> one (batch, T, u) sequence."""
     seq = ops.concat(outputs, axis=1) if len(outputs) > 1 else outputs[0]
@@ -119,7 +141,7 @@ class _SequenceLayer(Layer):
             states = list(initial_state) if isinstance(initial_state, (list, tuple)) else [initial_state]
         if mask is not None:
             src = mask
-        elif src is None and isinstance(x, KTensor):
+        elif src is None and not states and isinstance(x, KTensor):
             src = mask_source(x)
         self._check_call(x, states, src)
         flat = ([src] if src is not None else []) + [x] + list(states)
@@ -171,15 +193,14 @@ class _Recurrent(_SequenceLayer):
                  bias_constraint=None, dropout=0.0, recurrent_dropout=0.0, seed=None,
                  return_sequences=False, return_state=False, go_backwards=False, stateful=False,
                  unroll=False, zero_output_for_mask=False, **kwargs):
-        kwargs.pop("implementation", None)  # Keras's kernel-fusion switch; same numbers
+        implementation = kwargs.pop("implementation", 2)  # Keras: how many dropout masks
         super().__init__(activity_regularizer=activity_regularizer, **kwargs)
         kind = f"{type(self).__name__} '{self.name}'"
         if not isinstance(units, (int, np.integer)) or units <= 0:
             raise ValueError(f"{kind} expects `units` to be a positive integer. Received: units={units!r}")
         for arg, v in (("dropout", dropout), ("recurrent_dropout", recurrent_dropout)):
-            if v:
-                raise ValueError(f"{kind}: `{arg}` is not supported (put a Dropout layer before "
-                                 f"the recurrent layer instead). Received: {arg}={v!r}")
+            if not isinstance(v, (int, float)) or not 0 <= v < 1:
+                raise ValueError(f"{kind}: `{arg}` must be a float in [0, 1). Received: {arg}={v!r}")
         for arg, v in (("kernel_constraint", kernel_constraint), ("bias_constraint", bias_constraint),
                        ("recurrent_constraint", recurrent_constraint)):
             if v is not None:
@@ -200,6 +221,9 @@ class _Recurrent(_SequenceLayer):
         self.recurrent_regularizer = regularizers.get(recurrent_regularizer)
         self.bias_regularizer = regularizers.get(bias_regularizer)
         self.dropout, self.recurrent_dropout, self.seed = float(dropout), float(recurrent_dropout), seed
+        # Keras switches to implementation 1 (one mask per gate) for recurrent dropout
+        self._implementation = 1 if recurrent_dropout or implementation == 1 else 2
+        self._graph_seed = seed if seed is not None else utils.next_seed()
         self.return_sequences, self.return_state = bool(return_sequences), bool(return_state)
         self.go_backwards, self.stateful, self.unroll = bool(go_backwards), False, bool(unroll)
         self.zero_output_for_mask = bool(zero_output_for_mask)
@@ -221,6 +245,11 @@ class _Recurrent(_SequenceLayer):
     def _weight(self, shape, init, name, reg):
         w = self.add_weight(shape, init, name, regularizer=reg)
         w.path = f"{self._path_prefix}{self.name}/{self._cell_name}/{name}"
+        if not w.numpy().flags.c_contiguous:
+            # The orthogonal initializer returns a transposed (Fortran-ordered) array for a
+            # wide (u, G*u) kernel; the training runtime shares weight buffers with
+            # onnxruntime only when they are C-ordered.
+            w.assign(np.ascontiguousarray(w.numpy()))
         return w
 
     def build(self, input_shape):
@@ -236,31 +265,54 @@ class _Recurrent(_SequenceLayer):
 
     # -- the loop ----------------------------------------------------------------
     def _prepare(self):
-        """Per-trace values the cell reads every step: (input bias, extras)."""
-        return (self.bias, None)
+        """Per-trace values: (input kernel, input bias, what the cell reads every step)."""
+        return self.kernel, self.bias, None
 
-    def _step_inputs(self, x, in_bias):
-        """x (batch, T, F) -> T pieces (batch, G) of x @ kernel + bias, in time order."""
+    def _dropout_masks(self, x, size, rate, first_seed):
+        """Keras's RNN dropout: scaled keep-masks (batch, size) drawn once per sequence and
+        used at every step; one per gate with implementation 1, else one."""
+        count = self._gates if self._implementation == 1 else 1
+        corner = ops.reshape(ops.slice_(x, (1, 2), (0, 0), (1, 1)), (0, 1))
+        ones = ops.expand(ops.zeros_like(corner) + 1.0, (1, size))
+        # Built from Dropout's boolean mask output: onnxruntime's optimizer deletes a Dropout
+        # whose mask nobody reads, even in training mode.
+        keeps = [ops.dropout(ones, rate, self._graph_seed + first_seed + k)[1] for k in range(count)]
+        return [ops.cast(keep, x.dtype) * (1.0 / (1.0 - rate)) for keep in keeps]
+
+    @staticmethod
+    def _step_inputs(x, kernel, in_bias, masks=None):
+        """x (batch, T, F) -> T pieces (batch, G) of x @ kernel + bias, in time order;
+        with input dropout masks (one, or one per gate), x is masked first."""
         _, steps, features = x.shape
-        proj = ops.matmul(ops.reshape(x, (-1, features)), self.kernel)
+        if masks is None:
+            proj = ops.matmul(ops.reshape(x, (-1, features)), kernel)
+        else:
+            flat = [ops.reshape(x * ops.unsqueeze(m, 1), (-1, features)) for m in masks]
+            parts = ops.split(kernel, len(masks), axis=1)
+            proj = ops.concat([ops.matmul(v, k) for v, k in zip(flat, parts)], axis=1) \
+                if len(masks) > 1 else ops.matmul(flat[0], kernel)
         if in_bias is not None:
             proj = proj + in_bias
         proj = ops.reshape(proj, (-1, steps * proj.shape[-1]))
         return ops.split(proj, steps, axis=1)
 
-    def _sequence(self, x, states, src):
+    def _sequence(self, x, states, src, training=False):
         """Runs the recurrence: per-step outputs in processing order and the final states."""
         if x.shape[-1] != self.input_dim:
             raise self._error(f"expects inputs with last dimension {self.input_dim}. "
                               f"Received: input_shape={x.shape}")
         steps = x.shape[1]
-        in_bias, extra = self._prepare()
-        pieces = self._step_inputs(x, in_bias)
+        kernel, in_bias, extra = self._prepare()
+        in_masks = self._dropout_masks(x, self.input_dim, self.dropout, 0) \
+            if training and self.dropout else None
+        rec_masks = self._dropout_masks(x, self.units, self.recurrent_dropout, self._gates) \
+            if training and self.recurrent_dropout else None
+        pieces = self._step_inputs(x, kernel, in_bias, in_masks)
         masked = _masked_steps(src, steps) if src is not None else [None] * steps
         states = list(states) if states else [None] * self._n_states()
         outputs = []
         for t in (reversed(range(steps)) if self.go_backwards else range(steps)):
-            out, new = self._cell(pieces[t], states, extra)
+            out, new = self._cell(pieces[t], states, extra, rec_masks)
             if masked[t] is not None:
                 new = [_keep(masked[t], old, n) for old, n in zip(states, new)]
                 out = _keep(masked[t], None, out) if self.zero_output_for_mask else new[0]
@@ -270,7 +322,7 @@ class _Recurrent(_SequenceLayer):
 
     def call(self, inputs, training=False):
         src, x, states = _unpack(inputs if isinstance(inputs, list) else [inputs])
-        outputs, states = self._sequence(x, states, src)
+        outputs, states = self._sequence(x, states, src, training)
         y = _stack(outputs, self.units) if self.return_sequences else outputs[-1]
         return [y, *states] if self.return_state else y
 
@@ -312,13 +364,21 @@ class SimpleRNN(_Recurrent):
 
     _cell_name = "simple_rnn_cell"
 
-    def _cell(self, xz, states, extra):
+    def _prepare(self):
+        return self.kernel, self.bias, self.recurrent_kernel
+
+    def _cell(self, xz, states, recurrent_kernel, rec_masks):
         (h,) = states
-        h_new = self.activation(_plus(xz, None if h is None else ops.matmul(h, self.recurrent_kernel)))
+        h_new = self.activation(_plus(xz, None if h is None else _rec_matmul(h, recurrent_kernel, rec_masks)))
         return h_new, [h_new]
 
     def _cell_config(self):
         return {"use_bias": self.use_bias}
+
+    def get_config(self):
+        cfg = super().get_config()
+        del cfg["seed"]  # Keras 3's SimpleRNN config has no seed
+        return cfg
 
 
 class LSTM(_Recurrent):
@@ -347,14 +407,33 @@ class LSTM(_Recurrent):
             return np.concatenate([base((u,), dtype), np.ones((u,), dtype), base((2 * u,), dtype)])
         return forget_ones
 
-    def _cell(self, xz, states, extra):
+    def _one_sigmoid(self):
+        return self.activation is activations.tanh and self.recurrent_activation is activations.sigmoid
+
+    def _prepare(self):
+        """With Keras's default activations the four gates take one Sigmoid per step:
+        tanh(z) = 2σ(2z) - 1, so the c-gate columns of the weights are scaled by 2 once per
+        graph (fewer nodes forward and backward; equal to tanh within float rounding)."""
+        if not self._one_sigmoid():
+            return self.kernel, self.bias, self.recurrent_kernel
+        u = self.units
+        scale = np.concatenate([np.ones(2 * u), np.full(u, 2.0), np.ones(u)]).astype(self.dtype)
+        bias = None if self.bias is None else ops.mul(self.bias, scale)
+        return ops.mul(self.kernel, scale), bias, ops.mul(self.recurrent_kernel, scale)
+
+    def _cell(self, xz, states, recurrent_kernel, rec_masks):
         h, c = states
-        z = _plus(xz, None if h is None else ops.matmul(h, self.recurrent_kernel))
-        i, f, g, o = ops.split(z, 4, axis=1)
-        act, rec = self.activation, self.recurrent_activation
-        ig = rec(i) * act(g)
-        c_new = ig if c is None else rec(f) * c + ig
-        h_new = rec(o) * act(c_new)
+        z = _plus(xz, None if h is None else _rec_matmul(h, recurrent_kernel, rec_masks))
+        if self._one_sigmoid():
+            i, f, g, o = ops.split(ops.sigmoid(z), 4, axis=1)
+            g = g * 2.0 - 1.0
+        else:
+            i, f, g, o = ops.split(z, 4, axis=1)
+            i, f, g, o = (self.recurrent_activation(i), self.recurrent_activation(f),
+                          self.activation(g), self.recurrent_activation(o))
+        ig = i * g
+        c_new = ig if c is None else f * c + ig
+        h_new = o * self.activation(c_new)
         return h_new, [h_new, c_new]
 
     def _cell_config(self):
@@ -386,15 +465,15 @@ class GRU(_Recurrent):
     def _prepare(self):
         u = self.units
         if not self.reset_after:
-            return self.bias, ops.split(self.recurrent_kernel, (2 * u, u), axis=1)
+            return self.kernel, self.bias, ops.split(self.recurrent_kernel, (2 * u, u), axis=1)
         if self.bias is None:
-            return None, None
+            return self.kernel, None, None
         b_in, b_rec = (ops.reshape(b, (3 * u,)) for b in ops.split(self.bias, 2, axis=0))
         zr_only = np.concatenate([np.ones(2 * u), np.zeros(u)]).astype(b_rec.dtype)
         rec_h_bias = ops.split(b_rec, (2 * u, u), axis=0)[1]
-        return b_in + b_rec * zr_only, rec_h_bias
+        return self.kernel, b_in + b_rec * zr_only, rec_h_bias
 
-    def _cell(self, xz, states, extra):
+    def _cell(self, xz, states, extra, rec_masks):
         (h,) = states
         u, act, rec = self.units, self.activation, self.recurrent_activation
         x_zr, x_h = ops.split(xz, (2 * u, u), axis=1)
@@ -402,15 +481,16 @@ class GRU(_Recurrent):
             if h is None:
                 zr, rec_h = x_zr, extra
             else:
-                h_zr, h_h = ops.split(ops.matmul(h, self.recurrent_kernel), (2 * u, u), axis=1)
+                h_zr, h_h = ops.split(_rec_matmul(h, self.recurrent_kernel, rec_masks), (2 * u, u), axis=1)
                 zr, rec_h = x_zr + h_zr, _plus(h_h, extra)
             z, r = ops.split(rec(zr), 2, axis=1)
             hh = act(x_h if rec_h is None else x_h + r * rec_h)
         else:
             k_zr, k_h = extra
-            zr = x_zr if h is None else x_zr + ops.matmul(h, k_zr)
+            zr = x_zr if h is None else x_zr + _rec_matmul(h, k_zr, rec_masks and rec_masks[:2])
             z, r = ops.split(rec(zr), 2, axis=1)
-            hh = act(x_h if h is None else x_h + ops.matmul(r * h, k_h))
+            h_h = h if not rec_masks else h * rec_masks[-1]
+            hh = act(x_h if h is None else x_h + ops.matmul(r * h_h, k_h))
         h_new = (1.0 - z) * hh if h is None else hh + z * (h - hh)
         return h_new, [h_new]
 
@@ -477,7 +557,8 @@ class Bidirectional(_SequenceLayer):
     def _check_call(self, x, states, src):
         super()._check_call(x, states, src)
         if self.forward_layer.units != self.backward_layer.units and states:
-            raise self._error("initial states need forward and backward layers of equal units")
+            raise self._error(f"initial states need forward and backward layers with equal units. "
+                              f"Received: units={self.forward_layer.units} and {self.backward_layer.units}")
 
     # -- weights ---------------------------------------------------------------
     def build(self, input_shape):
@@ -511,8 +592,8 @@ class Bidirectional(_SequenceLayer):
         src, x, states = _unpack(inputs if isinstance(inputs, list) else [inputs])
         fw, bw = self.forward_layer, self.backward_layer
         n = fw._n_states()
-        fw_out, fw_states = fw._sequence(x, states[:n], src)
-        bw_out, bw_states = bw._sequence(x, states[n:], src)
+        fw_out, fw_states = fw._sequence(x, states[:n], src, training)
+        bw_out, bw_states = bw._sequence(x, states[n:], src, training)
         if self.return_sequences:
             bw_out = bw_out[::-1]  # processing order -> time order
             if self.merge_mode == "concat":
