@@ -157,7 +157,7 @@ class Orthogonal(Initializer):
         q *= np.sign(np.diag(r))
         if rows < cols:
             q = q.T
-        return (self.gain * q[:rows, :cols]).reshape(shape).astype(dtype)
+        return np.ascontiguousarray((self.gain * q[:rows, :cols]).reshape(shape), dtype=dtype)
 
     def get_config(self):
         return {"gain": self.gain, "seed": self.seed}
@@ -196,7 +196,11 @@ def get(identifier):
         cls = _CLASSES.get(identifier.get("class_name"))
         if cls is None:
             raise ValueError(f"Unknown initializer: {identifier.get('class_name')!r}")
-        return cls(**identifier.get("config", {}))
+        # newer Keras configs carry extra keys (e.g. GlorotUniform's input_axes/output_axes
+        # in Keras 3.15) that do not change the default behaviour: take what the class knows
+        import inspect
+        known = set(inspect.signature(cls.__init__).parameters) - {"self"}
+        return cls(**{k: v for k, v in identifier.get("config", {}).items() if k in known})
     if isinstance(identifier, str):
         cls = _BY_NAME.get(identifier) or _CLASSES.get(identifier)
         if cls is None:

@@ -32,7 +32,9 @@ class TrainingState:
     def _register(self, name, value):
         """Both buffer sets of `name` start at `value`, in host or device memory."""
         for parity in (0, 1):
-            arr = np.array(value, copy=True)
+            # C order: onnxruntime shares only C-contiguous numpy memory (a Fortran-ordered
+            # buffer would be copied on binding and never see the step's writes)
+            arr = np.array(value, copy=True, order="C")
             self.buffers[parity][name] = arr
             self._ortvalues[parity][name] = (ort.OrtValue.ortvalue_from_numpy(arr, "cuda", 0)
                                              if self.device == "cuda" else ort.OrtValue.ortvalue_from_numpy(arr))

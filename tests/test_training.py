@@ -352,3 +352,20 @@ def test_lr_alias_warns():
         opt = optimizers.SGD(lr=0.5)
     assert opt.learning_rate == 0.5
     assert any("lr" in str(w.message) for w in rec)
+
+
+def test_fortran_ordered_weights_still_train():
+    """A weight set from a Fortran-ordered array must be shared with onnxruntime, not copied."""
+    model = mlp()
+    weights = [np.asfortranarray(w) for w in model.get_weights()]
+    model.set_weights(weights)
+    model.compile(optimizer=optimizers.SGD(learning_rate=0.1), loss="categorical_crossentropy")
+    x, y = data(32)
+    model.fit(x, y, batch_size=32, epochs=1, verbose=0)
+    assert all(not np.allclose(a, b) for a, b in zip(weights[::2], model.get_weights()[::2]))
+
+
+def test_initializer_config_with_newer_keras_keys():
+    init = kgraph.initializers.get({"class_name": "GlorotUniform",
+                                    "config": {"seed": 3, "input_axes": None, "output_axes": None}})
+    assert isinstance(init, kgraph.initializers.GlorotUniform) and init.seed == 3

@@ -19,7 +19,7 @@ def touch():
 
 class Variable:
     def __init__(self, value, name: str, path: str, trainable: bool = True, regularizer=None):
-        self._value = np.array(value)
+        self._value = np.array(value, order="C")
         self.name, self.path = name, path
         self.trainable = trainable
         self.regularizer = regularizer
@@ -50,7 +50,7 @@ class Variable:
         if self._owner is not None:
             self._owner.sync_to_host()
             self._owner.invalidate()
-        self._value = value.astype(self._value.dtype, copy=True)
+        self._value = np.array(value, dtype=self._value.dtype, order="C", copy=True)
         touch()
 
     def _set_from_runtime(self, value):
