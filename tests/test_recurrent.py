@@ -177,6 +177,9 @@ def _cases():
 
 
 CASES = _cases()
+# layers this table covers (read by tests/test_layers.py's coverage check); Bidirectional
+# wraps the cases that have a merge mode
+COVERED = {c.kind for c in CASES} | ({"Bidirectional"} if any(c.merge != NO_WRAP for c in CASES) else set())
 
 
 def _random_weights(model, rng):
