@@ -41,6 +41,25 @@ class MeanMetric(Metric):
         return float(s / n) if n else 0.0
 
 
+class OutputLoss(Metric):
+    """One output's loss in a model with several (Keras logs it as '<output>_loss'): the
+    batch-size-weighted mean of its batch losses, like the total loss. Its graph repeats the
+    loss term's ops, which common-subexpression elimination merges with them."""
+
+    def __init__(self, name, loss):
+        super().__init__(name)
+        self.loss = loss
+
+    def partials(self, y_true, y_pred, sw):
+        from kgraph.training.step_graph import reduced_loss
+        n = ops.cast(ops.numel(sw), y_pred.dtype)
+        return [reduced_loss(self.loss, y_true, y_pred, sw) * n, n]
+
+    def result(self, totals):
+        s, n = totals
+        return float(s / n) if n else 0.0
+
+
 class RootMeanSquaredError(MeanMetric):
     def __init__(self, name="root_mean_squared_error"):
         super().__init__(_squared_error, name)

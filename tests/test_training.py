@@ -171,7 +171,8 @@ def test_loss_weights_for_two_outputs():
     x = rng.normal(size=(10, 4)).astype(np.float32)
     ya, yb = rng.normal(size=(10, 2)).astype(np.float32), rng.normal(size=(10, 3)).astype(np.float32)
     pa, pb = model.predict(x)
-    got = model.evaluate(x, [ya, yb], batch_size=10, verbose=0)
+    got, loss_a, loss_b = model.evaluate(x, [ya, yb], batch_size=10, verbose=0)  # total, then per output
+    np.testing.assert_allclose(loss_a, ref.loss("mean_squared_error", ya, pa), rtol=1e-5)
     want = 0.3 * ref.loss("mean_squared_error", ya, pa) + 2.0 * ref.loss("mean_absolute_error", yb, pb)
     np.testing.assert_allclose(got, want, rtol=1e-5)
 
@@ -369,3 +370,23 @@ def test_initializer_config_with_newer_keras_keys():
     init = kgraph.initializers.get({"class_name": "GlorotUniform",
                                     "config": {"seed": 3, "input_axes": None, "output_axes": None}})
     assert isinstance(init, kgraph.initializers.GlorotUniform) and init.seed == 3
+
+
+def test_multi_output_logs_per_output_losses_and_prefixed_metrics():
+    rng = np.random.default_rng(0)
+    inp = kgraph.Input(shape=(4,))
+    a = layers.Dense(3, activation="softmax", name="cls")(inp)
+    b = layers.Dense(1, name="reg")(inp)
+    model = kgraph.Model(inp, [a, b])
+    model.compile(optimizer="sgd", loss=["categorical_crossentropy", "mse"], loss_weights=[1.0, 0.25],
+                  metrics=[["accuracy"], ["mae"]])
+    x = rng.normal(size=(20, 4)).astype(np.float32)
+    ya = np.eye(3, dtype=np.float32)[rng.integers(0, 3, 20)]
+    yb = rng.normal(size=(20, 1)).astype(np.float32)
+    pa, pb = model.predict(x, verbose=0)
+    logs = model.evaluate(x, [ya, yb], batch_size=7, verbose=0, return_dict=True)
+    assert set(logs) == {"loss", "cls_loss", "reg_loss", "cls_accuracy", "reg_mae"}
+    np.testing.assert_allclose(logs["cls_loss"], ref.loss("categorical_crossentropy", ya, pa), rtol=1e-5)
+    np.testing.assert_allclose(logs["reg_loss"], ref.loss("mean_squared_error", yb, pb), rtol=1e-5)
+    np.testing.assert_allclose(logs["loss"], logs["cls_loss"] + 0.25 * logs["reg_loss"], rtol=1e-5)
+    np.testing.assert_allclose(logs["reg_mae"], np.abs(yb - pb).mean(), rtol=1e-5)

@@ -201,6 +201,14 @@ class TrainingAPI:
             spec.metrics = [(oi, metrics_mod.get(mid, ys[oi].shape, self.outputs[oi].shape,
                                                  spec.losses[oi].name if spec.losses[oi] else ""))
                             for oi, mid in spec.metric_ids]
+            names = self.output_names()
+            if len(names) > 1:
+                # Keras's logs for several outputs: '<output>_loss' per output and metric
+                # names prefixed with their output ('digit_accuracy')
+                for oi, metric in spec.metrics:
+                    metric.name = f"{names[oi]}_{metric.name}"
+                spec.metrics = [(oi, metrics_mod.OutputLoss(f"{names[oi]}_loss", loss))
+                                for oi, loss in enumerate(spec.losses) if loss is not None] + spec.metrics
             spec._metric_key = key[1:]
         if self._state is None:
             self._state = TrainingState(self.weights, spec.optimizer)

@@ -36,7 +36,20 @@ def _input_name(g, v):
     return g.g.nodes[v.node]["attrs"]["name"]
 
 
-def _forward_and_loss(compiled, model, training, y_specs, name):
+def reduced_loss(loss, y, p, sw):
+    """One output's batch loss: per-sample values weighted by sample_weight, reduced as
+    the loss's reduction says (Keras's sum_over_batch_size divides by the entry count)."""
+    per = loss.per_sample(y, p)
+    w = sw
+    while w.type.rank < per.type.rank:
+        w = ops.unsqueeze(w, -1)
+    weighted = per * w if per.type.rank else per * ops.reduce_mean(sw)
+    if loss.reduction in ("sum_over_batch_size", "mean"):
+        return ops.reduce_sum(weighted) / ops.numel(per)
+    return ops.reduce_sum(weighted)
+
+
+def _forward_and_loss(compiled, model, training, y_specs, name, sharded=False):
     g, xs, outs, ctx = model.trace_graph(training=training, name=name)
     sig = StepSignature(data_inputs=model.input_names())
     ys = []
@@ -45,33 +58,30 @@ def _forward_and_loss(compiled, model, training, y_specs, name):
         sig.data_inputs.append(f"y_true/{oname}")
     sw = g.add_input("sample_weight", (None,), np.float32)
     sig.data_inputs.append("sample_weight")
+    # sharded (data-parallel): the terms that are means over the batch are scaled by this
+    # rank's share of the global batch, so the ranks' losses add up to the global loss
+    share = g.add_input("shard_scale", (), np.float32) if sharded else None
     with ops.building(g):
         total = None
         metric_vals = []
         for i, (loss, lw, y, p) in enumerate(zip(compiled.losses, compiled.loss_weights, ys, outs)):
             if loss is None:
                 continue
-            yc = ops.cast(y, p.dtype)
-            per = loss.per_sample(yc, p)
-            w = sw
-            while w.type.rank < per.type.rank:
-                w = ops.unsqueeze(w, -1)
-            weighted = per * w if per.type.rank else per * ops.reduce_mean(sw)
-            if loss.reduction in ("sum_over_batch_size", "mean"):
-                value = ops.reduce_sum(weighted) / ops.numel(per)
-            else:
-                value = ops.reduce_sum(weighted)
+            value = reduced_loss(loss, ops.cast(y, p.dtype), p, sw)
+            if sharded and loss.reduction in ("sum_over_batch_size", "mean"):
+                value = value * share
             term = value * lw if lw != 1.0 else value
             total = term if total is None else total + term
         for oi, metric in compiled.metrics:
             y, p = ys[oi], outs[oi]
             vals = metric.partials(ops.cast(y, p.dtype), p, sw)
             metric_vals.append(vals)
-        for penalty in ctx.losses:
-            total = total + penalty
+        for penalty in ctx.losses:  # batch means (activity regularizers divide by the batch size)
+            total = total + (penalty * share if sharded else penalty)
         for var, _ in list(bound_variables(g)):
             if var.regularizer is not None and var.trainable:
-                total = total + var.regularizer(var.__ir_value__(g))
+                penalty = var.regularizer(var.__ir_value__(g))
+                total = total + (penalty * share if sharded else penalty)
     return g, sig, total, metric_vals, ctx
 
 
@@ -146,3 +156,134 @@ def build_train_graph(compiled, model, y_specs):
     g.set_outputs(named)
     run_pipeline("training", g)
     return g, sig
+
+
+# -- data-parallel (kgraph.distribute): the train step split at the gradients ------------
+@dataclass
+class ReduceLayout:
+    """Where each piece lies in the flat float32 buffer that the ranks sum (one Allreduce):
+    entries (role, name, shape, dtype, offset, size); roles 'grad' (first, contiguous: the
+    update graph reads the prefix of `grad_size` elements), 'state' (new values of
+    training-mode state such as BatchNorm moving statistics, pre-scaled by the rank's share),
+    'loss' and 'metric' (host outputs)."""
+    entries: list = field(default_factory=list)
+    grad_size: int = 0
+    size: int = 0
+
+    def add(self, role, name, shape, dtype):
+        n = int(np.prod(shape, dtype=np.int64))
+        self.entries.append((role, name, tuple(shape), np.dtype(dtype), self.size, n))
+        self.size += n
+        if role == "grad":
+            self.grad_size = self.size
+
+
+def _flat_reduce_output(g, pieces, layout):
+    """Concat of the flattened pieces, as float32: the buffer one Allreduce sums."""
+    for role, name, val in pieces:
+        if None in val.shape:
+            raise ValueError(f"data-parallel training needs static shapes for the reduced "
+                             f"values; '{name}' has shape {val.shape}")
+        layout.add(role, name, val.shape, val.dtype)
+    with ops.building(g):
+        flat = [ops.reshape(ops.cast(val, np.float32) if val.dtype != np.float32 else val, (-1,))
+                for _, _, val in pieces]
+        return ops.concat(flat, axis=0) if len(flat) > 1 else flat[0]
+
+
+def build_sharded_train_graphs(compiled, model, y_specs):
+    """The train step split at the gradients for data-parallel training.
+
+    gradient graph: x..., y..., sample_weight, shard_scale, params... -> reduce/flat
+        (this rank's gradients of its share of the global loss, its state updates, its
+        loss share and metric partials, fused into one float32 buffer: tensor fusion)
+    update graph:   grads/flat, lr, t, params..., slots..., globals...
+        -> params'..., slots'..., globals'...
+
+    Between the two the ranks sum reduce/flat (one Allreduce per step); the update is then
+    the same on every rank, so the weights stay identical. Returns
+    (grad_graph, grad_sig, update_graph, update_sig, layout)."""
+    from kgraph.ir.graph import Graph
+    opt = compiled.optimizer
+    g, sig, total, metric_vals, ctx = _forward_and_loss(compiled, model, True, y_specs,
+                                                        model.name + "_grad", sharded=True)
+    trainable_ids = {id(w) for w in model.trainable_weights}
+    bound = bound_variables(g)
+    train_pairs = [(var, v) for var, v in bound if id(var) in trainable_ids]
+    sig.weight_inputs = [(_input_name(g, v), var) for var, v in bound]
+    sig.scalar_inputs = ["shard_scale"]
+    names_of = {id(var): _input_name(g, v) for var, v in bound}
+    named = _add_metric_outputs(g, sig, total, metric_vals)
+    updates = [(names_of[id(var)], val) for var, val in ctx.updates]
+    g.set_outputs(named + [(f"new/{n}", val) for n, val in updates])
+    run_pipeline("training_forward", g)
+    outs = dict(g.outputs)
+    share = next(v for v in g.inputs if _input_name(g, v) == "shard_scale")
+    with ops.building(g):
+        grads = gradients(g, outs["loss"], [v for _, v in train_pairs])
+        pieces = [("grad", names_of[id(var)], gr) for (var, _), gr in zip(train_pairs, grads)]
+        pieces += [("state", n, outs[f"new/{n}"] * share) for n, _ in updates]
+        pieces.append(("loss", "loss", outs["loss"]))
+        pieces += [("metric", n, outs[n]) for _, names in sig.metric_outputs for n in names]
+    layout = ReduceLayout()
+    g.set_outputs([("reduce/flat", _flat_reduce_output(g, pieces, layout))])
+    run_pipeline("training", g)
+
+    u = Graph(model.name + "_update")
+    usig = StepSignature(data_inputs=["grads/flat"], scalar_inputs=["lr", "t"])
+    flat = u.add_input("grads/flat", (layout.grad_size,), np.float32)
+    lr = u.add_input("lr", (), np.float32)
+    t = u.add_input("t", (), np.float32)
+    named = []
+    with ops.building(u):
+        params, pgrads, slots = [], [], []
+        sizes = [int(np.prod(var.shape, dtype=np.int64)) for var, _ in train_pairs]
+        pieces = ops.split(flat, sizes, axis=0) if len(sizes) > 1 else (flat,)
+        for (var, _), piece in zip(train_pairs, pieces):
+            iname = names_of[id(var)]
+            p = u.add_input(iname, var.shape, var.dtype)
+            usig.weight_inputs.append((iname, var))
+            params.append(p)
+            gr = ops.reshape(piece, var.shape)
+            pgrads.append(gr if var.dtype == np.float32 else ops.cast(gr, var.dtype))
+            s = {}
+            for sname in opt.slot_names:
+                sin = f"slot/{var.path}/{sname}"
+                s[sname] = u.add_input(sin, var.shape, var.dtype)
+                usig.slot_inputs.append((sin, (var.path, sname)))
+            slots.append(s)
+        gslots = {}
+        for gname, init in opt.global_slots().items():
+            gslots[gname] = u.add_input(f"global/{gname}", np.shape(init), np.float32)
+            usig.slot_inputs.append((f"global/{gname}", ("", gname)))
+        new_p, new_s, new_g = opt.build_update(params, pgrads, slots, gslots, lr, t)
+    for (var, _), p2, s2 in zip(train_pairs, new_p, new_s):
+        iname = names_of[id(var)]
+        named.append((f"new/{iname}", p2))
+        usig.feedback.append((f"new/{iname}", iname))
+        for sname, val in s2.items():
+            sin = f"slot/{var.path}/{sname}"
+            named.append((f"new/{sin}", val))
+            usig.feedback.append((f"new/{sin}", sin))
+    for gname, val in new_g.items():
+        named.append((f"new/global/{gname}", val))
+        usig.feedback.append((f"new/global/{gname}", f"global/{gname}"))
+    u.set_outputs(named)
+    run_pipeline("training", u)
+    return g, sig, u, usig, layout
+
+
+def build_sharded_eval_graph(compiled, model, y_specs):
+    """Eval graph for data-parallel evaluation: x..., y..., sample_weight, shard_scale,
+    params..., state... -> reduce/flat (this rank's loss share and metric partials), which
+    the ranks sum. Returns (graph, sig, layout)."""
+    g, sig, total, metric_vals, _ = _forward_and_loss(compiled, model, False, y_specs,
+                                                      model.name + "_eval", sharded=True)
+    named = _add_metric_outputs(g, sig, total, metric_vals)
+    sig.weight_inputs = [(_input_name(g, v), var) for var, v in bound_variables(g)]
+    sig.scalar_inputs = ["shard_scale"]
+    layout = ReduceLayout()
+    pieces = [("loss" if n == "loss" else "metric", n, v) for n, v in named]
+    g.set_outputs([("reduce/flat", _flat_reduce_output(g, pieces, layout))])
+    run_pipeline("training", g)
+    return g, sig, layout
