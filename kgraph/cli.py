@@ -260,21 +260,40 @@ def inspect_cmd(path):
 @click.option("--batch-size", default=32, show_default=True, type=int)
 @click.option("-o", "--out", default=None, help="Save the trained model here (.h5 or .keras) and its ONNX beside.")
 @click.option("--verbose", default=1, show_default=True, type=click.IntRange(0, 2))
-def train_cmd(name, epochs, batch_size, out, verbose):
+@click.option("--np", "nprocs", default=1, show_default=True, type=click.IntRange(1),
+              help="Data-parallel training on this many processes (runs itself under mpiexec; "
+                   "--batch-size is the global batch).")
+def train_cmd(name, epochs, batch_size, out, verbose, nprocs):
     """Train zoo model NAME on its bundled data set and print the test metrics."""
-    from kgraph import models_zoo
+    import contextlib
+
+    from kgraph import distribute, models_zoo
     from kgraph.export import export_model
 
     if name not in models_zoo.ZOO:
         raise UserError(f"unknown zoo model '{name}'; available: {', '.join(sorted(models_zoo.ZOO))}")
+    # data-parallel: N copies of this command under mpiexec, each joining the MPI job
+    if nprocs > 1 and not distribute.launched_by_mpi():
+        from kgraph.distribute.launch import relaunch
+        argv = ["train", name, "--batch-size", str(batch_size), "--verbose", str(verbose), "--np", str(nprocs)]
+        argv += (["--epochs", str(epochs)] if epochs else []) + (["-o", out] if out else [])
+        try:
+            sys.exit(relaunch(nprocs, argv))
+        except FileNotFoundError as e:
+            raise UserError(str(e)) from None
+    strategy = distribute.MPIStrategy() if distribute.launched_by_mpi() else None
     entry = models_zoo.ZOO[name]
     (x_train, y_train), (x_test, y_test) = entry.data()
     model = entry.build()
-    entry.compile(model)
-    model.summary()
+    with strategy.scope() if strategy else contextlib.nullcontext():
+        entry.compile(model)
+    if distribute.is_chief():
+        model.summary()
     model.fit(x_train, y_train, batch_size=batch_size, epochs=epochs or entry.epochs,
               validation_split=0.1, verbose=verbose)
     logs = model.evaluate(x_test, y_test, verbose=0, return_dict=True)
+    if not distribute.is_chief():   # rank 0 reports and writes the files
+        return
     click.echo("test " + " - ".join(f"{k}: {v:.4f}" for k, v in logs.items()))
     if out:
         if hasattr(model, "save") and out.endswith((".h5", ".keras")):
