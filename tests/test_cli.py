@@ -89,3 +89,37 @@ def test_user_mistakes_are_one_line_and_write_nothing(cli, tmp_path, args, messa
 def test_zoo_list(cli):
     result = cli.invoke(main, ["zoo", "list"])
     assert result.exit_code == 0 and "mlp" in result.output
+
+
+FIXTURES = os.path.join(os.path.dirname(os.path.abspath(__file__)), "fixtures", "keras")
+
+
+@pytest.mark.parametrize("name", ["mlp", "cnn", "lstm", "two_inputs", "batchnorm"])
+def test_compile_a_real_keras_h5_matches_keras_predict(cli, tmp_path, name):
+    """`kgraph compile model.h5` on files written by real Keras 3: the ONNX file's outputs
+    equal the predictions Keras saved beside them."""
+    import onnxruntime as ort
+    result = cli.invoke(main, ["compile", os.path.join(FIXTURES, f"{name}.h5"), "-o", "k.onnx", "--check"])
+    assert result.exit_code == 0, result.output
+    data = np.load(os.path.join(FIXTURES, f"{name}.npz"))
+    sess = ort.InferenceSession(str(tmp_path / "k.onnx"), providers=["CPUExecutionProvider"])
+    feeds = {i.name: data[f"x{k}"].astype(np.float32) for k, i in enumerate(sess.get_inputs())}
+    np.testing.assert_allclose(sess.run(None, feeds)[0], data["pred"], rtol=1e-5, atol=1e-5)
+
+
+def test_compile_h5_with_an_unsupported_layer_is_one_line_and_writes_nothing(cli, tmp_path):
+    import shutil
+
+    import h5py
+    bad = tmp_path / "bad.h5"
+    shutil.copy(os.path.join(FIXTURES, "mlp.h5"), bad)
+    with h5py.File(bad, "r+") as f:
+        config = f.attrs["model_config"]
+        config = config.decode() if isinstance(config, bytes) else config
+        f.attrs["model_config"] = config.replace('"class_name": "Dense"', '"class_name": "Frobnicate"', 1)
+    before = set(os.listdir(tmp_path))
+    result = cli.invoke(main, ["compile", "bad.h5", "-o", "bad.onnx"])
+    assert result.exit_code != 0
+    assert "Frobnicate" in result.output and "Traceback" not in result.output
+    assert len(result.output.strip().splitlines()) == 1
+    assert set(os.listdir(tmp_path)) == before
