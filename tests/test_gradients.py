@@ -64,6 +64,7 @@ CASES = {
     "reduce_sum": (lambda x: ops.reduce_sum(x, axes=(0, 2)), [r(2, 3, 4)], None),
     "reduce_mean": (lambda x: ops.reduce_mean(x, axes=1, keepdims=True), [r(2, 3, 4)], None),
     "reduce_max": (lambda x: ops.reduce_max(x, axes=-1), [r(3, 4)], None),
+    "pair_max": (ops.pair_max, [r(3, 2, 4)], None),
     "reduce_min": (lambda x: ops.reduce_min(x, axes=0), [r(3, 4)], None),
     "reshape": (lambda x: ops.reshape(x, (0, -1)), [r(2, 3, 4)], None),
     "reshape_like": (lambda x, y: ops.reshape_like(x, y), [r(2, 12), r(2, 3, 4)], [0]),
@@ -118,6 +119,15 @@ CASES = {
     "avg_pool[3s1,same]": (lambda x: ops.avg_pool(x, 3, 1, pads=(1, 1, 1, 1)), [r(1, 2, 5, 4)], None),
     "avg_pool[1d,3s2,same]": (lambda x: ops.avg_pool(x, 3, 2, pads=(0, 1)), [r(2, 2, 8)], None),
     "conv_act": (lambda x, w, b: fused_conv_tanh(x, w, b), [r(2, 3, 5, 4), r(4, 3, 3, 2), r(4)], None),
+    "lstm_sequence": (lambda x, k: ops.concat(list(ops.lstm_sequence(x, k, steps=3, bias=True)), axis=1),
+                      [r(2, 6), r(5, 8)], None),
+    "lstm_sequence[init,reverse,sequences,no bias]": (
+        lambda x, k, h, c: ops.concat(list(ops.lstm_sequence(x, k, h, c, steps=3, bias=False, reverse=True,
+                                                             sequences=True)), axis=1),
+        [r(2, 6), r(4, 8), r(2, 2), r(2, 2)], None),
+    "lstm_sequence[1 step,sequences]": (
+        lambda x, k: ops.concat(list(ops.lstm_sequence(x, k, steps=1, bias=True, sequences=True)), axis=1),
+        [r(2, 2), r(5, 8)], None),
     "dropout": (None, None, None),  # random: checked against its mask in test_dropout_gradient
 }
 

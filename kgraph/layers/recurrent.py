@@ -7,6 +7,9 @@ projection of all steps is one matmul before the loop, cut into per-step pieces 
 `split`; the per-step outputs are joined by one `concat` (their gradients are one concat
 and T slices, never T zero-padded copies of the whole sequence). A zero initial state is
 not materialised: the first step skips the terms it would zero out.
+In training graphs an LSTM with Keras's default activations, no mask and no recurrent
+dropout is instead one `lstm_sequence` op with a hand-written backward pass (fewer,
+cache-friendly nodes than autodiff of the unrolled cell; kgraph/ir/ops/recurrence.py).
 
 Calling conventions. Public: `layer(x)`, `layer(x, initial_state=[h, c])`,
 `layer([x, h, c])` and `layer(x, mask=m)`. A call is recorded in the layer DAG with one
@@ -40,6 +43,13 @@ from kgraph import activations, initializers, regularizers, utils
 from kgraph.engine.ktensor import KTensor
 from kgraph.engine.layer import Layer
 from kgraph.ir import ops
+
+# Training graphs run an LSTM with Keras's default activations, no mask and no recurrent
+# dropout as one fused op whose gradient is hand-written (kgraph/ir/ops/recurrence.py;
+# ~10% faster train steps than autodiff of the unrolled cell). Inference graphs keep the
+# unrolled cell: the fused op only pays off through its backward pass. False: always
+# unrolled.
+FUSED_SEQUENCE = True
 
 # Single-input layers through which Keras 3 propagates a timestep mask unchanged.
 _MASK_PASSTHROUGH = {"Dense", "Dropout", "Activation", "Identity", "ReLU", "LeakyReLU", "PReLU",
@@ -118,8 +128,19 @@ def _rec_matmul(h, kernel, masks):
     return ops.concat([ops.matmul(h * m, k) for m, k in zip(masks, parts)], axis=1)
 
 
+class _Steps(list):
+    """Per-step outputs of a fused recurrence, with `stacked` (batch, T*u) the same values
+    already joined, so that stacking them again costs nothing."""
+
+    def __init__(self, steps, stacked):
+        super().__init__(steps)
+        self.stacked = stacked
+
+
 def _stack(outputs, units):
     """Per-step (batch, u) Values -> one (batch, T, u) sequence."""
+    if isinstance(outputs, _Steps):
+        return ops.reshape(outputs.stacked, (0, len(outputs), units))
     seq = ops.concat(outputs, axis=1) if len(outputs) > 1 else outputs[0]
     return ops.reshape(seq, (0, len(outputs), units))
 
@@ -307,6 +328,11 @@ class _Recurrent(_SequenceLayer):
             if training and self.dropout else None
         rec_masks = self._dropout_masks(x, self.units, self.recurrent_dropout, self._gates) \
             if training and self.recurrent_dropout else None
+        if training and src is None and rec_masks is None and (in_masks is None or len(in_masks) == 1) \
+                and FUSED_SEQUENCE and self._fusable():
+            if in_masks is not None:
+                x = x * ops.unsqueeze(in_masks[0], 1)
+            return self._fused_sequence(x, kernel, in_bias, extra, states)
         pieces = self._step_inputs(x, kernel, in_bias, in_masks)
         masked = _masked_steps(src, steps) if src is not None else [None] * steps
         states = list(states) if states else [None] * self._n_states()
@@ -319,6 +345,9 @@ class _Recurrent(_SequenceLayer):
             states = new
             outputs.append(out)
         return outputs, states
+
+    def _fusable(self):
+        return False
 
     def call(self, inputs, training=False):
         src, x, states = _unpack(inputs if isinstance(inputs, list) else [inputs])
@@ -439,6 +468,26 @@ class LSTM(_Recurrent):
     def _cell_config(self):
         return {"recurrent_activation": activations.serialize(self.recurrent_activation),
                 "use_bias": self.use_bias}
+
+    def _fusable(self):
+        return self._one_sigmoid()
+
+    def _fused_sequence(self, x, kernel, bias, recurrent_kernel, states):
+        """The whole recurrence as one `lstm_sequence` op (kgraph/ir/ops/recurrence.py) on
+        the stacked kernel [W; R; b]: its gradient is written once with few nodes."""
+        _, steps, features = x.shape
+        parts = [kernel, recurrent_kernel] + ([] if bias is None else [ops.reshape(bias, (1, -1))])
+        h0, c0 = states if states else (None, None)
+        outs = ops.lstm_sequence(ops.reshape(x, (-1, steps * features)), ops.concat(parts, axis=0), h0, c0,
+                                 steps=steps, bias=bias is not None, reverse=self.go_backwards,
+                                 sequences=self.return_sequences)
+        h_last, c_last = outs[0], outs[1]
+        if self.return_sequences:
+            seq = outs[2]
+            outputs = _Steps(ops.split(seq, steps, axis=1)[:-1] + (h_last,), seq)
+        else:
+            outputs = [None] * (steps - 1) + [h_last]
+        return outputs, [h_last, c_last]
 
 
 class GRU(_Recurrent):
