@@ -119,25 +119,13 @@ class Model(SavingAPI, TrainingAPI, Layer):
 
     @property
     def weights(self):
-        out, seen = [], set()
-        for layer in self.layers:
-            for w in layer.weights:
-                if id(w) not in seen:
-                    seen.add(id(w))
-                    out.append(w)
-        return out
+        return _unique(w for layer in self.layers for w in layer.weights)
 
     @property
     def trainable_weights(self):
         if not self.trainable:
             return []
-        out, seen = [], set()
-        for layer in self.layers:
-            for w in layer.trainable_weights:
-                if id(w) not in seen:
-                    seen.add(id(w))
-                    out.append(w)
-        return out
+        return _unique(w for layer in self.layers for w in layer.trainable_weights)
 
     @property
     def non_trainable_weights(self):
@@ -339,3 +327,13 @@ class Model(SavingAPI, TrainingAPI, Layer):
     def to_json(self, **kwargs):
         from kgraph.models.serialization import model_to_json
         return model_to_json(self, **kwargs)
+
+
+def _unique(weights):
+    """Each weight once (a shared layer appears in several places), in first-seen order."""
+    out, seen = [], set()
+    for w in weights:
+        if id(w) not in seen:
+            seen.add(id(w))
+            out.append(w)
+    return out

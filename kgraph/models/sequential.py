@@ -87,26 +87,6 @@ class Sequential(Model):
     def layers(self):
         return list(self._stack)
 
-    @property
-    def _all_layers_or_stack(self):
-        return self.layers
-
-    @property
-    def weights(self):
-        seen, out = set(), []
-        for layer in self._stack:
-            for w in layer.weights:
-                if id(w) not in seen:
-                    seen.add(id(w))
-                    out.append(w)
-        return out
-
-    @property
-    def trainable_weights(self):
-        if not self.trainable:
-            return []
-        return [w for l in self._stack for w in l.trainable_weights]
-
     def summary(self, *args, **kwargs):
         self._require_built()
         super().summary(*args, **kwargs)
