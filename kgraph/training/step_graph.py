@@ -103,6 +103,38 @@ def build_eval_graph(compiled, model, y_specs):
     return g, sig
 
 
+def _optimizer_step(graph, sig, opt, train_pairs, params, grads, lr, t, names_of):
+    """The optimizer update inside `graph`: one input per slot (recorded in `sig`), the
+    update, and the named outputs that feed the next step's weight and slot inputs
+    (recorded in sig.feedback). Call inside `ops.building(graph)`."""
+    slots = []
+    for var, _ in train_pairs:
+        s = {}
+        for sname in opt.slot_names:
+            iname = f"slot/{var.path}/{sname}"
+            s[sname] = graph.add_input(iname, var.shape, var.dtype)
+            sig.slot_inputs.append((iname, (var.path, sname)))
+        slots.append(s)
+    gslots = {}
+    for gname, init in opt.global_slots().items():
+        gslots[gname] = graph.add_input(f"global/{gname}", np.shape(init), np.float32)
+        sig.slot_inputs.append((f"global/{gname}", ("", gname)))
+    new_p, new_s, new_g = opt.build_update(params, grads, slots, gslots, lr, t)
+    named = []
+    for (var, _), p2, s2 in zip(train_pairs, new_p, new_s):
+        iname = names_of[id(var)]
+        named.append((f"new/{iname}", p2))
+        sig.feedback.append((f"new/{iname}", iname))
+        for sname, val in s2.items():
+            sin = f"slot/{var.path}/{sname}"
+            named.append((f"new/{sin}", val))
+            sig.feedback.append((f"new/{sin}", sin))
+    for gname, val in new_g.items():
+        named.append((f"new/global/{gname}", val))
+        sig.feedback.append((f"new/global/{gname}", f"global/{gname}"))
+    return named
+
+
 def build_train_graph(compiled, model, y_specs):
     opt = compiled.optimizer
     g, sig, total, metric_vals, ctx = _forward_and_loss(compiled, model, True, y_specs, model.name + "_train")
@@ -125,31 +157,8 @@ def build_train_graph(compiled, model, y_specs):
     sig.scalar_inputs = ["lr", "t"]
     with ops.building(g):
         grads = gradients(g, total, [v for _, v in train_pairs])
-        slots = []
-        for var, v in train_pairs:
-            s = {}
-            for sname in opt.slot_names:
-                iname = f"slot/{var.path}/{sname}"
-                s[sname] = g.add_input(iname, var.shape, var.dtype)
-                sig.slot_inputs.append((iname, (var.path, sname)))
-            slots.append(s)
-        gslots = {}
-        for gname, init in opt.global_slots().items():
-            iname = f"global/{gname}"
-            gslots[gname] = g.add_input(iname, np.shape(init), np.float32)
-            sig.slot_inputs.append((iname, ("", gname)))
-        new_p, new_s, new_g = opt.build_update([v for _, v in train_pairs], grads, slots, gslots, lr, t)
-    for (var, v), p2, s2 in zip(train_pairs, new_p, new_s):
-        iname = _input_name(g, v)
-        named.append((f"new/{iname}", p2))
-        sig.feedback.append((f"new/{iname}", iname))
-        for sname, val in s2.items():
-            sin = f"slot/{var.path}/{sname}"
-            named.append((f"new/{sin}", val))
-            sig.feedback.append((f"new/{sin}", sin))
-    for gname, val in new_g.items():
-        named.append((f"new/global/{gname}", val))
-        sig.feedback.append((f"new/global/{gname}", f"global/{gname}"))
+        named += _optimizer_step(g, sig, opt, train_pairs, [v for _, v in train_pairs], grads, lr, t,
+                                 names_of)
     for name, val in updates:
         named.append((name, val))
         sig.feedback.append((name, name[len("new/"):]))
@@ -236,7 +245,7 @@ def build_sharded_train_graphs(compiled, model, y_specs):
     t = u.add_input("t", (), np.float32)
     named = []
     with ops.building(u):
-        params, pgrads, slots = [], [], []
+        params, pgrads = [], []
         sizes = [int(np.prod(var.shape, dtype=np.int64)) for var, _ in train_pairs]
         pieces = ops.split(flat, sizes, axis=0) if len(sizes) > 1 else (flat,)
         for (var, _), piece in zip(train_pairs, pieces):
@@ -246,28 +255,7 @@ def build_sharded_train_graphs(compiled, model, y_specs):
             params.append(p)
             gr = ops.reshape(piece, var.shape)
             pgrads.append(gr if var.dtype == np.float32 else ops.cast(gr, var.dtype))
-            s = {}
-            for sname in opt.slot_names:
-                sin = f"slot/{var.path}/{sname}"
-                s[sname] = u.add_input(sin, var.shape, var.dtype)
-                usig.slot_inputs.append((sin, (var.path, sname)))
-            slots.append(s)
-        gslots = {}
-        for gname, init in opt.global_slots().items():
-            gslots[gname] = u.add_input(f"global/{gname}", np.shape(init), np.float32)
-            usig.slot_inputs.append((f"global/{gname}", ("", gname)))
-        new_p, new_s, new_g = opt.build_update(params, pgrads, slots, gslots, lr, t)
-    for (var, _), p2, s2 in zip(train_pairs, new_p, new_s):
-        iname = names_of[id(var)]
-        named.append((f"new/{iname}", p2))
-        usig.feedback.append((f"new/{iname}", iname))
-        for sname, val in s2.items():
-            sin = f"slot/{var.path}/{sname}"
-            named.append((f"new/{sin}", val))
-            usig.feedback.append((f"new/{sin}", sin))
-    for gname, val in new_g.items():
-        named.append((f"new/global/{gname}", val))
-        usig.feedback.append((f"new/global/{gname}", f"global/{gname}"))
+        named += _optimizer_step(u, usig, opt, train_pairs, params, pgrads, lr, t, names_of)
     u.set_outputs(named)
     run_pipeline("training", u)
     return g, sig, u, usig, layout
