@@ -51,6 +51,7 @@ class tracing:
 
 
 class Layer:
+    _kind = "Layer"   # how error messages name this object ("Model" for models)
     def __init__(self, name=None, trainable=True, dtype=None, activity_regularizer=None, **kwargs):
         unknown = set(kwargs) - _BASE_KWARGS
         if unknown:
@@ -107,13 +108,14 @@ class Layer:
         return [w.numpy().copy() for w in self.weights]
 
     def set_weights(self, weights):
+        """Checks every array before assigning any, so a bad list changes nothing."""
         mine = self.weights
         if len(weights) != len(mine):
-            raise ValueError(f"Layer '{self.name}' expects {len(mine)} weights, "
-                             f"received {len(weights)} weights")
+            raise ValueError(f"{self._kind} '{self.name}' expects {len(mine)} weight arrays, "
+                             f"received {len(weights)}")
         for w, v in zip(mine, weights):
             if tuple(np.shape(v)) != w.shape:
-                raise ValueError(f"Layer '{self.name}' weight '{w.name}' has shape {w.shape}, "
+                raise ValueError(f"{self._kind} '{self.name}': weight '{w.path}' has shape {w.shape}, "
                                  f"received shape {tuple(np.shape(v))}")
         for w, v in zip(mine, weights):
             w.assign(v)

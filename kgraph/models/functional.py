@@ -20,6 +20,8 @@ from kgraph.saving.api import SavingAPI
 
 
 class Model(SavingAPI, TrainingAPI, Layer):
+    _kind = "Model"
+
     def __init__(self, inputs=None, outputs=None, name=None, trainable=True, **kwargs):
         if inputs is None or outputs is None:
             raise ValueError("Model needs `inputs` and `outputs` (Functional API); subclassed "
@@ -131,18 +133,6 @@ class Model(SavingAPI, TrainingAPI, Layer):
     def non_trainable_weights(self):
         ids = {id(w) for w in self.trainable_weights}
         return [w for w in self.weights if id(w) not in ids]
-
-    def set_weights(self, weights):
-        mine = self.weights
-        if len(weights) != len(mine):
-            raise ValueError(f"Model '{self.name}' expects {len(mine)} weight arrays, "
-                             f"received {len(weights)}")
-        for w, v in zip(mine, weights):
-            if tuple(np.shape(v)) != w.shape:
-                raise ValueError(f"Model '{self.name}': weight '{w.path}' has shape {w.shape}, "
-                                 f"received shape {tuple(np.shape(v))}")
-        for w, v in zip(mine, weights):
-            w.assign(v)
 
     # -- tracing into the IR -----------------------------------------------------
     def call(self, inputs, training=False):
