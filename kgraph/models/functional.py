@@ -15,7 +15,7 @@ from kgraph.engine.layer import Layer, TraceContext, tracing
 from kgraph.engine.naming import unique_name
 from kgraph.ir import ops
 from kgraph.ir.graph import Graph
-from kgraph.models.training_api import TrainingAPI
+from kgraph.models.training_api import TrainingAPI, resolve_batch_size
 from kgraph.saving.api import SavingAPI
 
 
@@ -241,9 +241,7 @@ class Model(SavingAPI, TrainingAPI, Layer):
         return outs[0]
 
     def predict(self, x, batch_size=None, verbose="auto", steps=None, callbacks=None):
-        batch_size = 32 if batch_size is None else batch_size
-        if not isinstance(batch_size, (int, np.integer)) or batch_size <= 0:
-            raise ValueError(f"Expected `batch_size` to be a positive integer. Received: batch_size={batch_size!r}")
+        batch_size = resolve_batch_size(batch_size)
         self._ensure_model_built(x)
         xs = self._standardize_inputs(x)
         runner = self._inference_runner()

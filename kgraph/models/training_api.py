@@ -16,6 +16,14 @@ from kgraph import utils
 from kgraph.distribute import fit_support as dist
 
 
+def resolve_batch_size(batch_size):
+    """Keras's default of 32, and a clear error for anything but a positive integer."""
+    batch_size = 32 if batch_size is None else batch_size
+    if not isinstance(batch_size, (int, np.integer)) or isinstance(batch_size, bool) or batch_size <= 0:
+        raise ValueError(f"Expected `batch_size` to be a positive integer. Received: batch_size={batch_size!r}")
+    return int(batch_size)
+
+
 class CompiledSpec:
     def __init__(self, optimizer, losses, loss_weights, metric_ids):
         self.optimizer, self.losses, self.loss_weights, self.metric_ids = optimizer, losses, loss_weights, metric_ids
@@ -347,9 +355,7 @@ class TrainingAPI:
             validation_split=0.0, validation_data=None, shuffle=True, class_weight=None,
             sample_weight=None, initial_epoch=0, steps_per_epoch=None, validation_steps=None,
             validation_batch_size=None, validation_freq=1):
-        batch_size = 32 if batch_size is None else batch_size
-        if not isinstance(batch_size, (int, np.integer)) or batch_size <= 0:
-            raise ValueError(f"Expected `batch_size` to be a positive integer. Received: batch_size={batch_size!r}")
+        batch_size = resolve_batch_size(batch_size)
         if not 0 <= validation_split < 1:
             raise ValueError(f"`validation_split` must be in [0, 1). Received: validation_split={validation_split}")
         xs, ys, sw = self._prepare(x, y, sample_weight, class_weight, "fit")
@@ -408,7 +414,7 @@ class TrainingAPI:
 
     def evaluate(self, x=None, y=None, batch_size=None, verbose="auto", sample_weight=None, steps=None,
                  callbacks=None, return_dict=False):
-        batch_size = 32 if batch_size is None else batch_size
+        batch_size = resolve_batch_size(batch_size)
         xs, ys, sw = self._prepare(x, y, sample_weight, None, "evaluate")
         runner = self._runner("eval", ys)
         cbs = callbacks if isinstance(callbacks, callbacks_mod.CallbackList) else callbacks_mod.CallbackList(
