@@ -3,7 +3,8 @@ from __future__ import annotations
 
 import os
 
-_SETTINGS = {"auto_steps_per_call": int(os.environ.get("KGRAPH_STEPS_PER_CALL", "32"))}
+_SETTINGS = {"auto_steps_per_call": int(os.environ.get("KGRAPH_STEPS_PER_CALL", "32")),
+             "flat_update_max_size": int(os.environ.get("KGRAPH_FLAT_UPDATE_MAX_SIZE", "16384"))}
 
 
 def auto_steps_per_call() -> int:
@@ -16,6 +17,19 @@ def set_auto_steps_per_call(k: int):
     if not isinstance(k, int) or k < 1:
         raise ValueError(f"set_auto_steps_per_call expects a positive integer. Received: k={k!r}")
     _SETTINGS["auto_steps_per_call"] = k
+
+
+def flat_update_max_size() -> int:
+    return _SETTINGS["flat_update_max_size"]
+
+
+def set_flat_update_max_size(n: int):
+    """Trainable float32 variables of at most `n` elements are updated by the optimizer as
+    one flat tensor (one kernel per update op instead of one per variable); 0 turns this
+    off. Applies to train graphs built from now on (after `compile`)."""
+    if not isinstance(n, int) or isinstance(n, bool) or n < 0:
+        raise ValueError(f"set_flat_update_max_size expects a non-negative integer. Received: n={n!r}")
+    _SETTINGS["flat_update_max_size"] = n
 
 
 def set_device(device: str) -> str:

@@ -89,9 +89,11 @@ class Optimizer:
         return grads
 
     def build_update(self, params, grads, slots, gslots, lr, t):
-        """params/grads: Values; slots: one dict per param {slot name: Value}; gslots: dict;
-        lr, t: scalar Values (t = iteration count + 1). Returns (params', slots', gslots')."""
-        grads = self.clip(grads)
+        """params/grads: Values, the gradients already clipped (`clip` works per variable,
+        the update may see several variables laid end to end in one flat tensor, so every
+        step after clipping is elementwise); slots: one dict per param {slot name: Value};
+        gslots: dict; lr, t: scalar Values (t = iteration count + 1).
+        Returns (params', slots', gslots')."""
         if self.weight_decay:
             params = [p - p * (self.weight_decay * lr) for p in params]
         gnew = self.update_globals(gslots, t)

@@ -214,12 +214,7 @@ def build_runner(kind, spec, model, y_specs, state, strategy):
     from kgraph.training.step_graph import build_sharded_eval_graph, build_sharded_train_graphs
 
     def register(sig):
-        for name, var in sig.weight_inputs:
-            state.ensure_weight(name, var)
-        for name, skey in sig.slot_inputs:
-            var = next((w for w in model.weights if w.path == skey[0]), None)
-            init = spec.optimizer.global_slots().get(skey[1]) if var is None else None
-            state.ensure_slot(name, skey, var, init)
+        state.register(sig, model.weights)
 
     if kind == "train":
         g, sig, u, usig, layout = build_sharded_train_graphs(spec, model, y_specs)

@@ -23,7 +23,8 @@ class TrainingState:
         self.parity = 0
         self._ahead = False           # runtime holds newer weights than the Variables
         self._names: dict[int, str] = {}
-        self._slot_names: dict = {}   # slot key -> buffer name, for slots created so far
+        # slot key (variable path, slot name) -> (buffer name, offset or None, shape)
+        self._slot_where: dict = {}
         self._restored: dict = {}     # slot key -> value to start from (a loaded optimizer state)
         from kgraph.runtime.session import device
         self.device = device()
@@ -43,39 +44,88 @@ class TrainingState:
         """The runtime value to bind for buffer set `parity`."""
         return self._ortvalues[parity][name]
 
-    def _write_both(self, name, value):
+    def _write_both(self, name, value, offset=None):
+        """Set buffer `name` (or, with `offset`, the elements from there on) in both sets."""
         for parity in (0, 1):
             if self.device == "cuda":
-                self._ortvalues[parity][name].update_inplace(np.ascontiguousarray(value, self.buffers[parity][name].dtype))
-            else:
+                ov = self._ortvalues[parity][name]
+                if offset is None:
+                    ov.update_inplace(np.ascontiguousarray(value, self.buffers[parity][name].dtype))
+                else:
+                    host = ov.numpy()
+                    host.reshape(-1)[offset:offset + np.size(value)] = np.ravel(value)
+                    ov.update_inplace(host)
+            elif offset is None:
                 np.copyto(self.buffers[parity][name], np.asarray(value, dtype=self.buffers[parity][name].dtype))
+            else:
+                self.buffers[parity][name].reshape(-1)[offset:offset + np.size(value)] = np.ravel(value)
 
     # -- registration ------------------------------------------------------------
+    def register(self, sig, variables):
+        """Create the buffers behind a step graph's weight and slot inputs (each name once:
+        graphs that share a name share the buffer)."""
+        by_path = {v.path: v for v in variables}
+        for name, var in sig.weight_inputs:
+            self.ensure_weight(name, var)
+        for name, spec in sig.slot_inputs:
+            self.ensure_slot(name, spec, by_path)
+
     def ensure_weight(self, name, var):
         if name not in self.buffers[0]:
             self._register(name, var._value)
             self._names[id(var)] = name
             var._owner = self
 
-    def ensure_slot(self, name, key, like_var=None, init=None):
-        self._slot_names[key] = name
+    def ensure_slot(self, name, spec, by_path):
+        """The buffer for slot input `name` (a SlotSpec: one variable's slot, several laid
+        end to end, or a global slot). A new buffer starts from each slot's current value
+        wherever it lives now (another graph's buffer), else a restored value, else the
+        optimizer's initial value."""
+        keys = spec.keys()
         if name not in self.buffers[0]:
-            if key in self._restored:
-                init = self._restored.pop(key)
-            elif init is None:
-                init = self.optimizer.slot_initial(key[1], like_var._value)
-            self._register(name, np.asarray(init, dtype=np.float32 if like_var is None else like_var.dtype))
+            if not spec.parts:
+                value = self._slot_start(keys[0])
+                if value is None:
+                    value = self.optimizer.global_slots()[spec.slot]
+                value = np.asarray(value, np.float32)
+            else:
+                values = []
+                for key, (path, _) in zip(keys, spec.parts):
+                    var = by_path[path]
+                    v = self._slot_start(key)
+                    values.append(np.asarray(self.optimizer.slot_initial(spec.slot, var._value) if v is None else v,
+                                             var.dtype))
+                value = np.concatenate([v.ravel() for v in values]) if spec.flat else values[0]
+            self._register(name, value)
+        offset = 0
+        for key, (_, shape) in zip(keys, spec.parts or [(None, np.shape(self.buffers[0][name]))]):
+            self._slot_where[key] = (name, offset if spec.flat else None, tuple(shape))
+            offset += int(np.prod(shape, dtype=np.int64))
+
+    def _slot_start(self, key):
+        where = self._slot_where.get(key)
+        if where is not None and where[0] in self.buffers[0]:
+            return self._slot_read(where)
+        return self._restored.pop(key, None)
+
+    def _slot_read(self, where) -> np.ndarray:
+        name, offset, shape = where
+        arr = self.current(name)
+        if offset is None:
+            return arr.copy()
+        n = int(np.prod(shape, dtype=np.int64))
+        return arr.reshape(-1)[offset:offset + n].reshape(shape).copy()
 
     # -- optimizer state in and out (saving) ----------------------------------------
     def restore_slots(self, values: dict):
-        """Start optimizer slots from saved values: {slot key: array}, keys as in the train
-        graph's signature ((variable path, slot name), or ("", name) for a global slot).
-        Slots that exist already are overwritten in both buffer sets; the others take the
-        value when a step graph first creates them."""
+        """Start optimizer slots from saved values: {slot key: array}, keys (variable path,
+        slot name), or ("", name) for a global slot. Slots that exist already are
+        overwritten in both buffer sets; the others take the value when a step graph
+        first creates them."""
         for key, value in values.items():
-            name = self._slot_names.get(key)
-            if name is not None and name in self.buffers[0]:
-                self._write_both(name, value)
+            where = self._slot_where.get(key)
+            if where is not None and where[0] in self.buffers[0]:
+                self._write_both(where[0], value, where[1])
             else:
                 self._restored[key] = np.array(value, copy=True)
 
@@ -83,9 +133,9 @@ class TrainingState:
         """The optimizer slots' current values ({slot key: array copy}), including restored
         values not yet taken up by a step graph."""
         out = {key: np.array(v, copy=True) for key, v in self._restored.items()}
-        for key, name in self._slot_names.items():
-            if name in self.buffers[0]:
-                out[key] = self.current(name).copy()
+        for key, where in self._slot_where.items():
+            if where[0] in self.buffers[0]:
+                out[key] = self._slot_read(where)
         return out
 
     def current(self, name) -> np.ndarray:

@@ -226,12 +226,7 @@ class TrainingAPI:
             return self._runners[key]
         build = build_train_graph if kind == "train" else build_eval_graph
         g, sig = build(spec, self, y_specs)
-        for name, var in sig.weight_inputs:
-            self._state.ensure_weight(name, var)
-        for name, skey in sig.slot_inputs:
-            var = next((w for w in self.weights if w.path == skey[0]), None)
-            init = spec.optimizer.global_slots().get(skey[1]) if var is None else None
-            self._state.ensure_slot(name, skey, var, init)
+        self._state.register(sig, self.weights)
         host_types = {n: (v.shape, v.dtype) for n, v in g.outputs if not n.startswith("new/")}
         step_model = lower(g)
         runner = StepRunner(step_model, sig, self._state, host_types, train=(kind == "train"))

@@ -13,6 +13,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from kgraph import config
 from kgraph.engine.variable import bound_variables
 from kgraph.ir import ops
 from kgraph.passes.autodiff import gradients
@@ -103,36 +104,105 @@ def build_eval_graph(compiled, model, y_specs):
     return g, sig
 
 
+@dataclass(frozen=True)
+class SlotSpec:
+    """What one slot input of a step graph holds: the slot `slot` ('m', 'momentum', ...)
+    of the variables `parts` ((variable path, shape), ...), laid end to end when there are
+    several (a flat slot: one flat buffer instead of one small tensor per variable);
+    no parts for an optimizer-global slot (Nadam's u_product)."""
+    slot: str
+    parts: tuple = ()
+
+    @property
+    def flat(self) -> bool:
+        return len(self.parts) > 1
+
+    def keys(self):
+        """The per-variable slot keys ((variable path, slot name)) inside, in order."""
+        return [(path, self.slot) for path, _ in self.parts] if self.parts else [("", self.slot)]
+
+
+def _flat_group(train_pairs):
+    """Indices of the trainable variables whose update runs on one flat buffer.
+
+    The optimizer's update is a dozen elementwise kernels per variable; for small
+    variables their launch cost dominates, and onnxruntime fuses no elementwise ops on
+    the CPU. Laid end to end, small variables share one kernel each (FACTS.md: 'flat
+    Adam'). Large variables stay apart: for them the launch is cheap and the copies in
+    and out of the flat buffer are not."""
+    limit = config.flat_update_max_size()
+    idx = [i for i, (var, _) in enumerate(train_pairs)
+           if np.dtype(var.dtype) == np.float32 and int(np.prod(var.shape, dtype=np.int64)) <= limit]
+    return idx if len(idx) > 1 else []
+
+
 def _optimizer_step(graph, sig, opt, train_pairs, params, grads, lr, t, names_of):
-    """The optimizer update inside `graph`: one input per slot (recorded in `sig`), the
-    update, and the named outputs that feed the next step's weight and slot inputs
-    (recorded in sig.feedback). Call inside `ops.building(graph)`."""
-    slots = []
-    for var, _ in train_pairs:
-        s = {}
-        for sname in opt.slot_names:
-            iname = f"slot/{var.path}/{sname}"
-            s[sname] = graph.add_input(iname, var.shape, var.dtype)
-            sig.slot_inputs.append((iname, (var.path, sname)))
+    """The optimizer update inside `graph`: one input per slot (recorded in `sig` with its
+    SlotSpec), the update, and the named outputs that feed the next step's weight and
+    slot inputs (recorded in sig.feedback). Gradients are clipped per tensor first (as
+    Keras does); then the small variables are updated as one flat tensor. Call inside
+    `ops.building(graph)`."""
+    grads = opt.clip(grads)
+    group = _flat_group(train_pairs)
+    solo = [i for i in range(len(train_pairs)) if i not in set(group)]
+    u_params = [params[i] for i in solo]
+    u_grads = [grads[i] for i in solo]
+    specs = [[SlotSpec(s, ((train_pairs[i][0].path, tuple(train_pairs[i][0].shape)),))
+              for s in opt.slot_names] for i in solo]
+    u_types = [(train_pairs[i][0].shape, train_pairs[i][0].dtype) for i in solo]
+    if group:
+        sizes = [int(np.prod(train_pairs[i][0].shape, dtype=np.int64)) for i in group]
+        u_params.append(ops.concat([_flat(params[i]) for i in group], axis=0))
+        u_grads.append(ops.concat([_flat(grads[i]) for i in group], axis=0))
+        parts = tuple((train_pairs[i][0].path, tuple(train_pairs[i][0].shape)) for i in group)
+        specs.append([SlotSpec(s, parts) for s in opt.slot_names])
+        u_types.append(((sum(sizes),), np.float32))
+    slots, slot_names = [], []
+    for spec_row, (shape, dtype) in zip(specs, u_types):
+        s, names = {}, {}
+        for spec in spec_row:
+            iname = (f"slot/flat{_digest(spec.parts)}/{spec.slot}" if spec.flat
+                     else f"slot/{spec.parts[0][0]}/{spec.slot}")
+            s[spec.slot] = graph.add_input(iname, shape, dtype)
+            sig.slot_inputs.append((iname, spec))
+            names[spec.slot] = iname
         slots.append(s)
+        slot_names.append(names)
     gslots = {}
     for gname, init in opt.global_slots().items():
         gslots[gname] = graph.add_input(f"global/{gname}", np.shape(init), np.float32)
-        sig.slot_inputs.append((f"global/{gname}", ("", gname)))
-    new_p, new_s, new_g = opt.build_update(params, grads, slots, gslots, lr, t)
+        sig.slot_inputs.append((f"global/{gname}", SlotSpec(gname)))
+    new_p, new_s, new_g = opt.build_update(u_params, u_grads, slots, gslots, lr, t)
+    by_index = dict(zip(solo, new_p))
+    if group:
+        pieces = ops.split(new_p[-1], sizes, axis=0)
+        for i, piece in zip(group, pieces):
+            shape = tuple(train_pairs[i][0].shape)
+            by_index[i] = piece if len(shape) == 1 else ops.reshape(piece, shape)
     named = []
-    for (var, _), p2, s2 in zip(train_pairs, new_p, new_s):
+    for i, (var, _) in enumerate(train_pairs):
         iname = names_of[id(var)]
-        named.append((f"new/{iname}", p2))
+        named.append((f"new/{iname}", by_index[i]))
         sig.feedback.append((f"new/{iname}", iname))
+    for s2, names in zip(new_s, slot_names):
         for sname, val in s2.items():
-            sin = f"slot/{var.path}/{sname}"
-            named.append((f"new/{sin}", val))
-            sig.feedback.append((f"new/{sin}", sin))
+            named.append((f"new/{names[sname]}", val))
+            sig.feedback.append((f"new/{names[sname]}", names[sname]))
     for gname, val in new_g.items():
         named.append((f"new/global/{gname}", val))
         sig.feedback.append((f"new/global/{gname}", f"global/{gname}"))
     return named
+
+
+def _flat(x):
+    return x if len(x.shape) == 1 else ops.reshape(x, (-1,))
+
+
+def _digest(parts) -> str:
+    """A short name for a flat slot's layout: a step graph over other variables (say, after
+    freezing a layer) gets a buffer of its own instead of a mis-sized one."""
+    import hashlib
+    return hashlib.sha1(repr(parts).encode()).hexdigest()[:8]
 
 
 def build_train_graph(compiled, model, y_specs):
