@@ -25,9 +25,9 @@ def categorical_crossentropy(y_true, y_pred, from_logits=False, label_smoothing=
         y_true = y_true * (1.0 - label_smoothing) + label_smoothing / n
     if from_logits:
         return -ops.reduce_sum(y_true * ops.log_softmax(y_pred, axis), axes=axis)
-    p = y_pred / ops.reduce_sum(y_pred, axes=axis, keepdims=True)
-    p = ops.clip(p, EPSILON, 1.0 - EPSILON)
-    return -ops.reduce_sum(y_true * ops.log(p), axes=axis)
+    # -sum(y * log(clip(p / sum(p), eps, 1 - eps))): one op, so that after a softmax its
+    # gradient fuses into a closed form (kgraph/ir/ops/crossentropy.py)
+    return ops.crossentropy(y_true, y_pred, axis=axis, eps=EPSILON)
 
 
 def sparse_categorical_crossentropy(y_true, y_pred, from_logits=False, axis=-1):

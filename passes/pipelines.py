@@ -5,7 +5,7 @@ import os
 
 from kgraph.passes import (  # noqa: F401 (registers the passes)
     cleanup, constant_folding, conv_training_lowering, cse, fold_affine, fusion_conv, fusion_dense,
-    layout)
+    fusion_softmax_crossentropy, layout)
 from kgraph.passes.infra import PassManager
 
 PIPELINES = {
@@ -17,7 +17,8 @@ PIPELINES = {
     # forward + loss of a training graph, before autodiff: fused ops get fused gradients
     "training_forward": ["remove_identities", "layout_transposes", "conv_training_lowering",
                          "layout_transposes", "common_subexpression_elimination",
-                         "fuse_dense_activation", "fuse_conv_activation", "dead_code_elimination"],
+                         "fuse_dense_activation", "fuse_conv_activation", "fuse_softmax_crossentropy",
+                         "dead_code_elimination"],
     # the whole train step after autodiff and the optimizer update
     "training": ["constant_folding", "common_subexpression_elimination", "dead_code_elimination"],
 }

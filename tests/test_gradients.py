@@ -86,6 +86,16 @@ CASES = {
     # through float32 and back: a linear function, so a large step is exact up to float32 rounding
     "cast": (lambda x: ops.cast(ops.cast(x, np.float32), np.float64), [r(3, 4)], None, 1e-2, 1e-5),
     "clip": (lambda x: ops.clip(x, -0.5, 0.5), [np.array([[-0.9, -0.3, 0.1, 0.4, 0.8]])], None),
+    # unnormalised probabilities (the renormalisation's gradient); eps 0.05 clips the first
+    # column (q ~ 0.004 to 0.012), so the clip's mask is checked too; in the fused op the
+    # -3.0 and -0.4 logits give q < 0.05
+    "crossentropy": (lambda y, p: ops.crossentropy(y, p, -1, 0.05),
+                     [r(3, 5, lo=0.0, hi=1.0), np.array([[0.01, 0.5, 0.9, 0.3, 0.6], [0.02, 0.2, 0.4, 0.7, 0.1],
+                                                         [0.01, 0.3, 0.2, 0.3, 0.05]]) * 1.3],
+                     None),
+    "softmax_crossentropy": (lambda y, z: ops.softmax_crossentropy(y, z, ops.softmax(z, -1), 1, 0.05),
+                             [r(3, 5, lo=0.0, hi=1.0), np.array([[-3.0, 0.5, 0.9, 0.3, 0.6], [4.0, 0.2, -0.4, 0.7, 0.1],
+                                                                 [0.1, -0.3, 0.2, 0.3, -0.5]])], None),
     "dense": (lambda x, w, b: ops.dense(x, w, b, "tanh"), [r(2, 3, 4), r(4, 5), r(5)], None),
     "dense/relu": (lambda x, w, b: ops.dense(x, w, b, "relu"), [r(3, 4), r(4, 5), away_from_zero(5) * 3], None),
     "dense/sigmoid": (lambda x, w, b: ops.dense(x, w, b, "sigmoid"), [r(3, 4), r(4, 5), r(5)], None),

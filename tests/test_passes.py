@@ -113,6 +113,84 @@ def test_dense_fusion_keeps_gradients():
         np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-6)
 
 
+# ---- fuse_softmax_crossentropy ------------------------------------------------------------
+def ce_graph(softmax_axis=-1, label_smoothing=0.0):
+    from kgraph import losses
+    g = ir.Graph("ce")
+    z = g.add_input("z", (None, 4), np.float32)
+    y = g.add_input("y", (None, 4), np.float32)
+    with ops.building(g):
+        p = ops.softmax(z, softmax_axis) if softmax_axis is not None else ops.sigmoid(z)
+        loss = ops.reduce_sum(losses.categorical_crossentropy(y, p, label_smoothing=label_smoothing))
+    g.set_outputs([("loss", loss), ("p", p)])
+    return g
+
+
+# logits with one saturated row (clipped probabilities) and one-hot and soft labels
+CE_FEEDS = {"z": np.array([[0.1, -0.4, 2.0, 0.3], [9.0, -8.0, 0.5, 0.0], [-1.0, 0.2, 0.1, 1.5]], np.float32),
+            "y": np.array([[0, 0, 1, 0], [0, 1, 0, 0], [0.2, 0.3, 0.1, 0.4]], np.float32)}
+
+
+def test_softmax_crossentropy_fusion_positive_and_numeric():
+    from kgraph.passes import fusion_softmax_crossentropy as fsc
+
+    def loss_and_grad(fuse):
+        g = ce_graph()
+        if fuse:
+            assert fsc.fuse_softmax_crossentropy(g) is True
+            assert g.op_counts().get("softmax_crossentropy") == 1 and "crossentropy" not in g.op_counts()
+            assert fsc.fuse_softmax_crossentropy(g) is False   # nothing left to fuse
+        outs = dict(g.outputs)
+        with ops.building(g):
+            (dz,) = gradients(g, outs["loss"], [g.inputs[0]])
+        g.set_outputs([("loss", outs["loss"]), ("p", outs["p"]), ("dz", dz)])
+        return run(g, CE_FEEDS)
+    plain, fused = loss_and_grad(False), loss_and_grad(True)
+    np.testing.assert_array_equal(fused[0], plain[0])    # same forward: the loss bit for bit
+    np.testing.assert_array_equal(fused[1], plain[1])
+    np.testing.assert_allclose(fused[2], plain[2], rtol=1e-5, atol=1e-7)
+    # the saturated row's true class is clipped (q < 1e-7): no gradient pulls it up
+    assert abs(fused[2][1, 1]) < 1e-6
+
+
+@pytest.mark.parametrize("axis, reason", [(0, "the softmax and the crossentropy reduce over different axes"),
+                                          (None, "the probabilities do not come from a softmax")])
+def test_softmax_crossentropy_fusion_negative(axis, reason):
+    from kgraph.passes import fusion_softmax_crossentropy as fsc
+    g = ce_graph(softmax_axis=axis)
+    ce = next(n for n in g.g.nodes if g.g.nodes[n]["op"] == "crossentropy")
+    assert fsc.match(g, ce) == reason
+    assert fsc.fuse_softmax_crossentropy(g) is False
+
+
+def test_softmax_crossentropy_fusion_in_a_trained_model_matches_unfused():
+    """Five Adam steps of a softmax classifier with the training pipeline as it is and with
+    the fusion pass left out: same losses and weights."""
+    from kgraph.passes import pipelines
+
+    def train(fuse):
+        kgraph.utils.set_random_seed(3)
+        model = kgraph.Sequential([kgraph.Input(shape=(6,)), layers.Dense(5, activation="relu"),
+                                   layers.Dense(3, activation="softmax")])
+        model.compile(optimizer="adam", loss="categorical_crossentropy")
+        saved = list(pipelines.PIPELINES["training_forward"])
+        if not fuse:
+            pipelines.PIPELINES["training_forward"].remove("fuse_softmax_crossentropy")
+        try:
+            losses = [float(model.train_on_batch(x, y)) for _ in range(5)]
+            counts = next(iter(model._runners.values())).ir.op_counts()
+        finally:
+            pipelines.PIPELINES["training_forward"][:] = saved
+        return losses, model.get_weights(), counts
+    x = rng.normal(size=(16, 6)).astype(np.float32) * 3
+    y = np.eye(3, dtype=np.float32)[rng.integers(0, 3, 16)]
+    (l0, w0, c0), (l1, w1, c1) = train(False), train(True)
+    assert "softmax_crossentropy" in c1 and "softmax_crossentropy" not in c0
+    np.testing.assert_allclose(l1, l0, rtol=1e-6)
+    for a, b in zip(w1, w0):
+        np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-6)
+
+
 # ---- common_subexpression_elimination ---------------------------------------------------
 def test_cse_merges_duplicates_but_not_random_ops():
     g = ir.Graph()

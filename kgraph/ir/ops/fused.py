@@ -52,10 +52,9 @@ def dense(x, w, b, activation="linear"):
 
 
 def activation_grad_from_output(act, y, g):
-    from kgraph.ir.ops.elementwise import greater
-    from kgraph.ir.ops.misc import cast
+    from kgraph.ir.ops.unary import sign
     if act == "relu":
-        return g * cast(greater(y, 0.0), y.dtype)
+        return g * sign(y)   # y >= 0: its sign is the 0/1 mask, one kernel (not compare + cast)
     if act == "sigmoid":
         return g * (y * (1.0 - y))
     if act == "tanh":
