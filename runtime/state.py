@@ -93,8 +93,9 @@ class TrainingState:
                 for key, (path, _) in zip(keys, spec.parts):
                     var = by_path[path]
                     v = self._slot_start(key)
-                    values.append(np.asarray(self.optimizer.slot_initial(spec.slot, var._value) if v is None else v,
-                                             var.dtype))
+                    if v is None:
+                        v = self.optimizer.slot_initial(spec.slot, var._value) * self.optimizer.slot_scale(spec.slot)
+                    values.append(np.asarray(v, var.dtype))
                 value = np.concatenate([v.ravel() for v in values]) if spec.flat else values[0]
             self._register(name, value)
         offset = 0
@@ -119,10 +120,12 @@ class TrainingState:
     # -- optimizer state in and out (saving) ----------------------------------------
     def restore_slots(self, values: dict):
         """Start optimizer slots from saved values: {slot key: array}, keys (variable path,
-        slot name), or ("", name) for a global slot. Slots that exist already are
+        slot name), or ("", name) for a global slot; values as Keras holds them (the
+        runtime's may be rescaled: Optimizer.slot_scale). Slots that exist already are
         overwritten in both buffer sets; the others take the value when a step graph
         first creates them."""
         for key, value in values.items():
+            value = np.asarray(value) * self.optimizer.slot_scale(key[1])   # runtime units
             where = self._slot_where.get(key)
             if where is not None and where[0] in self.buffers[0]:
                 self._write_both(where[0], value, where[1])
@@ -130,13 +133,13 @@ class TrainingState:
                 self._restored[key] = np.array(value, copy=True)
 
     def slot_values(self) -> dict:
-        """The optimizer slots' current values ({slot key: array copy}), including restored
-        values not yet taken up by a step graph."""
-        out = {key: np.array(v, copy=True) for key, v in self._restored.items()}
+        """The optimizer slots' current values as Keras holds them ({slot key: array copy}),
+        including restored values not yet taken up by a step graph."""
+        out = dict(self._restored)
         for key, where in self._slot_where.items():
             if where[0] in self.buffers[0]:
                 out[key] = self._slot_read(where)
-        return out
+        return {key: (v / self.optimizer.slot_scale(key[1])).astype(v.dtype) for key, v in out.items()}
 
     def current(self, name) -> np.ndarray:
         """The current value on the host (a view on the CPU, a copy from a device)."""

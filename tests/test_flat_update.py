@@ -99,23 +99,40 @@ def test_state_moves_slot_values_between_layouts():
     buffer of its own that starts from the slots' current values; restore and read-back
     address each variable's part."""
     a, b, c = (_Var(p, np.zeros(s, np.float32)) for p, s in (("a", (2, 3)), ("b", (4,)), ("c", (1,))))
-    state = TrainingState([a, b, c], kgraph.optimizers.Adam())
+    state = TrainingState([a, b, c], kgraph.optimizers.SGD(momentum=0.9))
     parts = lambda *vs: tuple((v.path, v.shape) for v in vs)  # noqa: E731
-    state.register(_Sig([("slot/flat1/m", SlotSpec("m", parts(a, b, c)))]), [a, b, c])
-    assert state.current("slot/flat1/m").shape == (11,)
-    values = {("a", "m"): np.arange(6, dtype=np.float32).reshape(2, 3) + 1,
-              ("b", "m"): np.full(4, 7.0, np.float32), ("c", "m"): np.array([9.0], np.float32)}
+    state.register(_Sig([("slot/flat1/momentum", SlotSpec("momentum", parts(a, b, c)))]), [a, b, c])
+    assert state.current("slot/flat1/momentum").shape == (11,)
+    values = {("a", "momentum"): np.arange(6, dtype=np.float32).reshape(2, 3) + 1,
+              ("b", "momentum"): np.full(4, 7.0, np.float32), ("c", "momentum"): np.array([9.0], np.float32)}
     state.restore_slots(values)
-    np.testing.assert_array_equal(state.current("slot/flat1/m"), [1, 2, 3, 4, 5, 6, 7, 7, 7, 7, 9])
+    np.testing.assert_array_equal(state.current("slot/flat1/momentum"), [1, 2, 3, 4, 5, 6, 7, 7, 7, 7, 9])
     # a graph over b and c only (a frozen): its buffer starts from their current values
-    state.register(_Sig([("slot/flat2/m", SlotSpec("m", parts(b, c)))]), [a, b, c])
-    np.testing.assert_array_equal(state.current("slot/flat2/m"), [7, 7, 7, 7, 9])
+    state.register(_Sig([("slot/flat2/momentum", SlotSpec("momentum", parts(b, c)))]), [a, b, c])
+    np.testing.assert_array_equal(state.current("slot/flat2/momentum"), [7, 7, 7, 7, 9])
     out = state.slot_values()
-    np.testing.assert_array_equal(out[("a", "m")], values[("a", "m")])
-    np.testing.assert_array_equal(out[("c", "m")], [9.0])
+    np.testing.assert_array_equal(out[("a", "momentum")], values[("a", "momentum")])
+    np.testing.assert_array_equal(out[("c", "momentum")], [9.0])
     # a per-variable slot of a frozen-then-unfrozen variable picks up its last value
-    state.register(_Sig([("slot/a/m", SlotSpec("m", parts(a)))]), [a, b, c])
-    np.testing.assert_array_equal(state.current("slot/a/m"), values[("a", "m")])
+    state.register(_Sig([("slot/a/momentum", SlotSpec("momentum", parts(a)))]), [a, b, c])
+    np.testing.assert_array_equal(state.current("slot/a/momentum"), values[("a", "momentum")])
+
+
+def test_adam_keeps_rescaled_moments_and_reports_keras_values():
+    """Adam's runtime slots hold m / (1 - beta_1) and v / (1 - beta_2); slot_values (what
+    saving reads) and restore_slots speak Keras's m and v."""
+    model, _ = train(kgraph.optimizers.Adam(learning_rate=0.01, beta_1=0.8, beta_2=0.99), 0, steps=1)
+    state = model._state
+    name, offset, shape = state._slot_where[(model.weights[1].path, "m")]
+    runtime_m = state.current(name).copy()
+    keras_m = state.slot_values()[(model.weights[1].path, "m")]
+    np.testing.assert_allclose(runtime_m, keras_m / 0.2, rtol=1e-6)
+    # after one step from zero slots Keras's m is (1 - beta_1) g and v is (1 - beta_2) g^2
+    g = keras_m / 0.2
+    np.testing.assert_allclose(state.slot_values()[(model.weights[1].path, "v")], 0.01 * g * g, rtol=1e-5, atol=1e-12)
+    state.restore_slots({(model.weights[1].path, "m"): np.full(shape, 0.5, np.float32)})
+    np.testing.assert_allclose(state.current(name), 2.5, rtol=1e-6)
+    np.testing.assert_allclose(state.slot_values()[(model.weights[1].path, "m")], 0.5, rtol=1e-6)
 
 
 def test_flat_update_size_setting_is_checked():
