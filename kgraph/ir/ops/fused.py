@@ -52,9 +52,10 @@ def dense(x, w, b, activation="linear"):
 
 
 def activation_grad_from_output(act, y, g):
-    from kgraph.ir.ops.unary import sign
+    from kgraph.ir.ops.elementwise import greater
+    from kgraph.ir.ops.misc import cast
     if act == "relu":
-        return g * sign(y)   # y >= 0: its sign is the 0/1 mask, one kernel (not compare + cast)
+        return g * cast(greater(y, 0.0), y.dtype)
     if act == "sigmoid":
         return g * (y * (1.0 - y))
     if act == "tanh":

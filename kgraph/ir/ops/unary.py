@@ -117,8 +117,9 @@ def _(node, gy):
 
 @RELU.gradient
 def _(node, gy):
-    # y >= 0, so sign(y) is the 0/1 mask in one kernel (not compare + cast)
-    return [gy[0] * sign(node.outputs[0])]
+    from kgraph.ir.ops.elementwise import greater
+    y = node.outputs[0]
+    return [gy[0] * _mask(greater(y, 0.0), y)]
 
 
 @SOFTPLUS.gradient
