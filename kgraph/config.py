@@ -3,19 +3,36 @@ from __future__ import annotations
 
 import os
 
-_SETTINGS = {"auto_steps_per_call": int(os.environ.get("KGRAPH_STEPS_PER_CALL", "32")),
+def _steps_from_env():
+    value = os.environ.get("KGRAPH_STEPS_PER_CALL", "auto")
+    return None if value == "auto" else int(value)
+
+
+_SETTINGS = {"auto_steps_per_call": _steps_from_env(),
              "flat_update_max_size": int(os.environ.get("KGRAPH_FLAT_UPDATE_MAX_SIZE", "16384"))}
 
+# what `fit` aims for per onnxruntime call when it picks the steps per call itself: long
+# enough that the per-call cost (~0.2 ms) vanishes, short enough for prompt stop checks
+AUTO_CALL_SECONDS = 0.1
+AUTO_MAX_STEPS = 1024
 
-def auto_steps_per_call() -> int:
+
+def auto_steps_per_call():
+    """The fixed steps per call set with set_auto_steps_per_call, or None: `fit` sizes the
+    calls itself (about AUTO_CALL_SECONDS each)."""
     return _SETTINGS["auto_steps_per_call"]
 
 
-def set_auto_steps_per_call(k: int):
+def set_auto_steps_per_call(k):
     """How many training steps `fit` runs per onnxruntime call when no callback observes
-    single batches and `steps_per_execution` was left at 1 (1 turns this off)."""
-    if not isinstance(k, int) or k < 1:
-        raise ValueError(f"set_auto_steps_per_call expects a positive integer. Received: k={k!r}")
+    single batches and `steps_per_execution` was left at 1: a positive integer (1 turns
+    the K-step calls off), or 'auto' (the default; also KGRAPH_STEPS_PER_CALL): as many
+    steps as take about 0.1 s, measured as it goes. The numbers do not depend on it."""
+    if k == "auto" or k is None:
+        _SETTINGS["auto_steps_per_call"] = None
+        return
+    if not isinstance(k, int) or isinstance(k, bool) or k < 1:
+        raise ValueError(f"set_auto_steps_per_call expects a positive integer or 'auto'. Received: k={k!r}")
     _SETTINGS["auto_steps_per_call"] = k
 
 

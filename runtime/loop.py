@@ -123,6 +123,7 @@ class LoopRunner:
                 io.bind_output("steps/" + n, "cpu")
             self.bindings.append(io)
         self._data_key = None
+        self.seconds_per_step = None   # measured by the caller that sizes K by time
 
     def bind_data(self, sources, order):
         """Binds the full arrays (once per fit) and the epoch's permutation."""

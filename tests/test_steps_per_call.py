@@ -22,7 +22,7 @@ def train(k_auto=1, spe=1, shuffle=True, steps_per_epoch=None, lr=1e-2, cbs=None
                          steps_per_epoch=steps_per_epoch, callbacks=cbs)
         return model.get_weights(), hist.history, model.optimizer.iterations
     finally:
-        config.set_auto_steps_per_call(32)
+        config.set_auto_steps_per_call("auto")
 
 
 @pytest.mark.parametrize("kwargs", [
@@ -38,6 +38,34 @@ def test_k_steps_per_call_equal_single_steps(kwargs):
     for key in single[1]:
         np.testing.assert_allclose(single[1][key], looped[1][key], rtol=1e-6)
     assert single[2] == looped[2]
+
+
+def test_auto_sizes_calls_by_time_with_the_same_numbers(monkeypatch):
+    """The default sizes each call by the measured seconds per step (here aiming at 40
+    steps' worth): calls of 8 steps first, then larger ones, and the same numbers."""
+    from kgraph.runtime import loop as loop_mod
+    sizes = []
+    real = loop_mod.LoopRunner.run_steps
+
+    def spy(self, first, lrs, t0):
+        sizes.append(len(lrs))
+        return real(self, first, lrs, t0)
+    monkeypatch.setattr(loop_mod.LoopRunner, "run_steps", spy)
+    monkeypatch.setattr(loop_mod.LoopRunner, "seconds_per_step", property(
+        lambda self: None if len(sizes) < 1 else config.AUTO_CALL_SECONDS / 40, lambda self, v: None), raising=False)
+    single = train(n=2000, epochs=1)
+    sizes.clear()
+    auto = train(k_auto="auto", n=2000, epochs=1)
+    assert sizes == [8, 40, 15]     # 63 steps: 8, then 40 (the measured rate), then the rest
+    for a, b in zip(single[0], auto[0]):
+        np.testing.assert_allclose(a, b, rtol=1e-6, atol=1e-6)
+    np.testing.assert_allclose(single[1]["loss"], auto[1]["loss"], rtol=1e-6)
+
+
+def test_auto_steps_setting_is_checked():
+    with pytest.raises(ValueError, match="Received: k=0"):
+        config.set_auto_steps_per_call(0)
+    assert config.auto_steps_per_call() is None      # the default: sized by time
 
 
 def test_batch_callbacks_see_every_step_unless_steps_per_execution_is_set():

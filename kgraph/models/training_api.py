@@ -177,8 +177,10 @@ class TrainingAPI:
                                  f"('{name}') has {arr.shape[0]} samples. Make sure all arrays "
                                  f"contain the same number of samples.")
         for name, arr in zip(self.input_names() + self.output_names(), xs + ys):
-            # one summing pass: a NaN or inf anywhere makes the float64 sum non-finite
-            if arr.dtype.kind == "f" and not np.isfinite(arr.sum(dtype=np.float64)):
+            # one summing pass in the array's own type (half the time of a float64 sum): a NaN
+            # or inf anywhere makes the sum non-finite; only then (or on overflow of a huge but
+            # finite sum) look element by element
+            if arr.dtype.kind == "f" and not np.isfinite(arr.sum()) and not np.isfinite(arr).all():
                 raise ValueError(f"{what}(): the data for '{name}' contains NaN or infinite values "
                                  f"({int((~np.isfinite(arr)).sum())} entries)")
         self._check_labels(ys)
@@ -258,8 +260,12 @@ class TrainingAPI:
     def _run_epoch_in_loops(self, runner, sources, batch_size, order, cbs, steps):
         """Training epoch with `steps_per_execution` steps per onnxruntime call (an ONNX
         Loop over data bound once); batch callbacks run after each call, as in Keras."""
+        import time
+
+        from kgraph import config
         from kgraph.runtime.loop import LoopRunner
         k = self._steps_per_call(cbs)
+        adaptive = k is None   # sized by time: the measured seconds per step are kept per runner
         loop = runner.loops.get(batch_size)
         if loop is None:
             loop = runner.loops[batch_size] = LoopRunner(runner.step_model, runner.sig, self._state, batch_size)
@@ -269,13 +275,21 @@ class TrainingAPI:
         totals = [[np.zeros(np.shape(runner.host_outputs[name]), np.float64) for name in names]
                   for _, names in runner.sig.metric_outputs]
         batch_logs = cbs is not None and cbs.wants("on_train_batch_end")
-        for first in range(0, steps, k):
+        first = 0
+        while first < steps:
+            if adaptive:
+                per_step = loop.seconds_per_step
+                k = 8 if per_step is None else int(min(max(config.AUTO_CALL_SECONDS / per_step, 1),
+                                                       config.AUTO_MAX_STEPS))
             count_k = min(k, steps - first)
             lrs = [opt.current_learning_rate() if i == 0 else self._lr_at(opt.iterations + i)
                    for i in range(count_k)]
             if cbs is not None and cbs.wants("on_train_batch_begin"):
                 cbs.on_train_batch_begin(first)
+            t0 = time.perf_counter()
             out = loop.run_steps(first, lrs, opt.iterations + 1)
+            if adaptive and count_k >= 4:
+                loop.seconds_per_step = (time.perf_counter() - t0) / count_k
             opt.iterations += count_k
             sizes = np.array([min(batch_size, len(order) - (first + i) * batch_size) for i in range(count_k)],
                              np.float64)
@@ -286,6 +300,7 @@ class TrainingAPI:
                     acc += out[name].astype(np.float64).sum(axis=0)
             if batch_logs:
                 cbs.on_train_batch_end(first + count_k - 1, self._logs(runner, loss_sum, count, totals))
+            first += count_k
             if self.stop_training:
                 break
         return self._logs(runner, loss_sum, count, totals)
@@ -299,7 +314,7 @@ class TrainingAPI:
         if k > 1:
             return k
         observed = cbs is not None and (cbs.wants("on_train_batch_begin") or cbs.wants("on_train_batch_end"))
-        return 1 if observed else config.auto_steps_per_call()
+        return 1 if observed else config.auto_steps_per_call()   # None: sized by time
 
     def _lr_at(self, iteration):
         from kgraph.schedules import LearningRateSchedule
@@ -315,7 +330,8 @@ class TrainingAPI:
         if limit is not None and steps * batch_size > n:
             # steps_per_epoch beyond the data: the order wraps around (same rule for K-step calls)
             order = np.concatenate([order] * math.ceil(steps * batch_size / n))
-        if train and self._steps_per_call(cbs) > 1 and not getattr(runner, "distributed", False):
+        k = self._steps_per_call(cbs) if train else 1
+        if (k is None or k > 1) and not getattr(runner, "distributed", False):
             return self._run_epoch_in_loops(runner, sources, batch_size, order, cbs, steps)
         loss_sum, count = 0.0, 0
         totals = [[np.zeros(np.shape(runner.host_outputs[name]), np.float64) for name in names]
