@@ -390,3 +390,31 @@ def test_multi_output_logs_per_output_losses_and_prefixed_metrics():
     np.testing.assert_allclose(logs["reg_loss"], ref.loss("mean_squared_error", yb, pb), rtol=1e-5)
     np.testing.assert_allclose(logs["loss"], logs["cls_loss"] + 0.25 * logs["reg_loss"], rtol=1e-5)
     np.testing.assert_allclose(logs["reg_mae"], np.abs(yb - pb).mean(), rtol=1e-5)
+
+
+def test_nan_or_inf_in_the_data_is_an_error_before_any_step():
+    kgraph.utils.set_random_seed(0)
+    model = kgraph.Sequential([kgraph.Input(shape=(4,), name="features"), layers.Dense(2, activation="softmax")])
+    model.compile(optimizer="adam", loss="categorical_crossentropy")
+    rng = np.random.default_rng(0)
+    x = rng.normal(size=(20, 4)).astype(np.float32)
+    y = np.eye(2, dtype=np.float32)[rng.integers(0, 2, 20)]
+    before = [w.copy() for w in model.get_weights()]
+    for bad in (np.nan, np.inf, -np.inf):
+        xb = x.copy()
+        xb[7, 2] = bad
+        with pytest.raises(ValueError, match=r"fit\(\): the data for 'features' contains NaN or infinite values \(1 entries\)"):
+            model.fit(xb, y, epochs=1, verbose=0)
+    for a, b in zip(model.get_weights(), before):
+        np.testing.assert_array_equal(a, b)
+    # huge but finite values: the sum overflows, the element-wise look finds nothing wrong
+    big = np.full((20, 4), 3e38, np.float32)
+    model.fit(big, y, epochs=1, verbose=0)
+    # an array checked once is not read again; a new array with the same values is
+    model.fit(x, y, epochs=1, verbose=0)
+    from kgraph.models import training_api
+    assert training_api._all_finite(x) and id(x) in training_api._FINITE
+    x2 = x.copy()
+    x2[0, 0] = np.nan
+    with pytest.raises(ValueError, match="contains NaN"):
+        model.fit(x2, y, epochs=1, verbose=0)

@@ -144,7 +144,8 @@ def _optimizer_step(graph, sig, opt, train_pairs, params, grads, lr, t, names_of
     `ops.building(graph)`."""
     grads = opt.clip(grads)
     group = _flat_group(train_pairs)
-    solo = [i for i in range(len(train_pairs)) if i not in set(group)]
+    grouped = set(group)
+    solo = [i for i in range(len(train_pairs)) if i not in grouped]
     u_params = [params[i] for i in solo]
     u_grads = [grads[i] for i in solo]
     specs = [[SlotSpec(s, ((train_pairs[i][0].path, tuple(train_pairs[i][0].shape)),))
