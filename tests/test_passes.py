@@ -458,3 +458,21 @@ def test_onnxruntime_target_on_cuda_fuses_only_relu_convs():
     cpu = [n.op_type for n in lower(g, target="onnxruntime", device="cpu").graph.node]
     assert cuda.count("FusedConv") == 1 and "Sigmoid" in cuda
     assert cpu.count("FusedConv") == 2
+
+
+def test_reduce_sum_over_rows_lowers_to_a_vector_product():
+    """A matrix summed over axis 0 (bias gradients) is written as ones(n) @ x; the values
+    equal numpy's sum for a dynamic and a static row count, in both lowering targets."""
+    for rows in (None, 7):
+        g = ir.Graph("rowsum")
+        x = g.add_input("x", (rows, 20), np.float32)
+        with ops.building(g):
+            g.set_outputs([("s", ops.reduce_sum(x, axes=0)), ("narrow", ops.reduce_sum(ops.slice_(x, [1], [0], [4]), axes=0))])
+        feeds = {"x": rng.normal(size=(7, 20)).astype(np.float32)}
+        for target in ("portable", "onnxruntime"):
+            model = lower(g, target=target)
+            ops_used = [n.op_type for n in model.graph.node]
+            assert ops_used.count("MatMul") == 1 and ops_used.count("ReduceSum") == 1   # 4 columns: kept
+            s, narrow = run(g, feeds, target)
+            np.testing.assert_allclose(s, feeds["x"].sum(axis=0), rtol=1e-5, atol=1e-6)
+            np.testing.assert_allclose(narrow, feeds["x"][:, :4].sum(axis=0), rtol=1e-5, atol=1e-6)
