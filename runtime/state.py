@@ -125,21 +125,25 @@ class TrainingState:
         overwritten in both buffer sets; the others take the value when a step graph
         first creates them."""
         for key, value in values.items():
-            value = np.asarray(value) * self.optimizer.slot_scale(key[1])   # runtime units
+            scale = self.optimizer.slot_scale(key[1])
             where = self._slot_where.get(key)
             if where is not None and where[0] in self.buffers[0]:
-                self._write_both(where[0], value, where[1])
-            else:
-                self._restored[key] = np.array(value, copy=True)
+                self._write_both(where[0], np.asarray(value) * scale if scale != 1.0 else value, where[1])
+            else:   # kept until a step graph creates the slot: a copy, in runtime units
+                self._restored[key] = np.asarray(value) * scale if scale != 1.0 else np.array(value, copy=True)
 
     def slot_values(self) -> dict:
         """The optimizer slots' current values as Keras holds them ({slot key: array copy}),
         including restored values not yet taken up by a step graph."""
-        out = dict(self._restored)
+        out = {key: np.array(v, copy=True) for key, v in self._restored.items()}
         for key, where in self._slot_where.items():
             if where[0] in self.buffers[0]:
                 out[key] = self._slot_read(where)
-        return {key: (v / self.optimizer.slot_scale(key[1])).astype(v.dtype) for key, v in out.items()}
+        for key, v in out.items():   # own copies: back to Keras's units in place
+            scale = self.optimizer.slot_scale(key[1])
+            if scale != 1.0:
+                np.divide(v, scale, out=v, casting="unsafe")
+        return out
 
     def current(self, name) -> np.ndarray:
         """The current value on the host (a view on the CPU, a copy from a device)."""
