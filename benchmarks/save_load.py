@@ -8,14 +8,20 @@ weights) unless `include_optimizer=False`. Baselines: h5py writing/reading the s
 weight arrays as plain datasets (with and without fsync: kgraph fsyncs every file it
 writes, to make the rename atomic), and numpy.save/np.load of one .npz.
 
-kgraph's load runs a forked child over the HDF5 structure first (damaged files cannot
-crash the process); rows marked "unchecked" turn that off (kgraph.saving.h5files.PREFLIGHT); `load_model` also rebuilds and compiles the model from its config,
-which initialises every weight before the file's values replace them (as Keras does).
-Medians of `--repeats` runs; the files live in `--dir` (page cache warm after the first run).
+kgraph's load walks the HDF5 structure in another process first (damaged files cannot
+crash the process; kgraph/saving/preflight.py): a helper process started on the first
+check, and a fork of this process until it is ready. Rows marked "unchecked" turn that
+off (kgraph.saving.h5files.PREFLIGHT); the "first load" line times the very first check
+of a process (a fork). `load_model` also rebuilds and compiles the model from its config
+(initializers skipped: the file's values replace them). Medians of `--repeats` runs
+after one untimed run, each after a garbage collection (loaded models are cyclic
+garbage; freeing one inside the next run's timing added up to 100 ms at random); the
+files live in `--dir` (page cache warm).
 """
 from __future__ import annotations
 
 import argparse
+import gc
 import os
 import statistics
 import sys
@@ -45,8 +51,10 @@ def build():
 
 
 def median_time(fn, repeats):
+    fn()  # warm: page cache, first-use setup
     times = []
     for _ in range(repeats):
+        gc.collect()  # the models of earlier runs are cyclic garbage: not this run's cost
         t = time.perf_counter()
         fn()
         times.append(time.perf_counter() - t)
@@ -96,6 +104,10 @@ def main():
 
     plain = kgraph.models.clone_model(model)  # uncompiled: weights only
     plain.set_weights(arrays)
+    plain.save_weights(p("first.weights.h5"))
+    t = time.perf_counter()
+    plain.load_weights(p("first.weights.h5"))
+    first = time.perf_counter() - t
     bench("save_weights / load_weights (.weights.h5)", "w",
           lambda: plain.save_weights(p("plain.weights.h5")), lambda: plain.load_weights(p("plain.weights.h5")))
     bench("save / load_model (.keras, include_optimizer=False)", "w",
@@ -123,6 +135,7 @@ def main():
               f"read {rd * 1e3:.0f} ms")
     print(f"(h5py write without fsync {raw_w_nosync * 1e3:.0f} ms; numpy savez {np_w * 1e3:.0f} ms, "
           f"np.load {np_r * 1e3:.0f} ms)")
+    print(f"(first load_weights of the process, checked by a fork: {first * 1e3:.0f} ms)")
     print(f"{'operation':54s} {'data':>6s} {'save ms':>8s} {'x raw':>6s} {'load ms':>8s} {'x raw':>6s}")
     for label, tag, w, wr, rd, rr in rows:
         print(f"{label:54s} {tag:>6s} {w * 1e3:8.0f} {wr:6.2f} {rd * 1e3:8.0f} {rr:6.2f}")

@@ -6,6 +6,7 @@ any existing file unchanged; a save killed by SIGKILL leaves the previous file l
 """
 from __future__ import annotations
 
+import importlib.util
 import json
 import os
 import pathlib
@@ -27,10 +28,10 @@ from kgraph.saving.layout import store_weights
 
 FIXTURES_DIR = pathlib.Path(__file__).parent / "fixtures"
 KERAS_DIR, TF2_DIR = FIXTURES_DIR / "keras", FIXTURES_DIR / "tfkeras2"
-FIXTURES = ["mlp", "two_inputs", "regularized", "cnn", "lstm", "gru", "batchnorm"]
+FIXTURES = ["mlp", "two_inputs", "regularized", "cnn", "lstm", "gru", "batchnorm", "bidirectional"]
 # Layer classes each fixture needs beyond Dense/Concatenate: a missing class fails the test.
 NEEDS = {"cnn": ["Conv2D", "MaxPooling2D", "Flatten"], "lstm": ["LSTM"], "gru": ["GRU"],
-         "batchnorm": ["BatchNormalization", "Activation"]}
+         "batchnorm": ["BatchNormalization", "Activation"], "bidirectional": ["Bidirectional", "LSTM", "GRU"]}
 BATCH = 16  # the fixtures' batch size (tests/fixtures/make_keras_fixtures.py)
 
 
@@ -84,7 +85,7 @@ def test_keras_file_resumes_training_like_keras(name, ext):
     assert_after_epoch(model, f"{name}.{ext}", d, x)
 
 
-@pytest.mark.parametrize("name", ["mlp", "two_inputs", "batchnorm"])
+@pytest.mark.parametrize("name", ["mlp", "two_inputs", "batchnorm", "bidirectional"])
 def test_keras_weights_file_into_a_compiled_model(name):
     """load_weights(.weights.h5) restores weights and, on a compiled model, the optimizer."""
     needs(name)
@@ -186,6 +187,126 @@ def test_kgraph_optimizer_state_resumes_in_keras(keras_peer, name):
     assert_close(r["pred"], d["pred_after"], 1e-4, f"Keras resuming kgraph's {name}")
 
 
+# -- load_weights options (skip_mismatch, by_name), against real Keras ------------------------------
+def _probs4():
+    """The mlp fixture's architecture with 4 output units: `probs` mismatches the file."""
+    kgraph.utils.set_random_seed(11)
+    return kgraph.Sequential([kgraph.Input((8,), name="x"), L.Dense(16, activation="relu", name="hidden"),
+                              L.Dense(4, activation="softmax", name="probs")], name="mlp")
+
+
+def _subset(head):
+    """One branch of the two_inputs fixture (`dense_a`) and a head named `head` (not in the
+    file) or `out` (in the file with a (10, 2) kernel; here (6, 2), the bias matches)."""
+    kgraph.utils.set_random_seed(12)
+    a = kgraph.Input((5,), name="a")
+    h = L.Dense(6, activation="relu", name="dense_a")(a)
+    return kgraph.Model(a, L.Dense(2, name=head)(h), name="subset")
+
+
+TARGETS = {"probs4": _probs4, "subset": lambda: _subset("head"), "subset_out": lambda: _subset("out")}
+# case: (target, Keras fixture file, options, what the warnings or the error must name)
+LOAD_CASES = {
+    "skip_weights_h5": ("probs4", "mlp.weights.h5", {"skip_mismatch": True}, ["probs", "(16, 4)", "(16, 3)"]),
+    "skip_keras": ("probs4", "mlp.keras", {"skip_mismatch": True}, ["probs", "(16, 4)", "(16, 3)"]),
+    "skip_legacy_h5": ("probs4", "mlp.h5", {"skip_mismatch": True}, ["probs", "(16, 4)", "(16, 3)"]),
+    "mismatch_weights_h5": ("probs4", "mlp.weights.h5", {}, ["probs", "(16, 4)", "(16, 3)"]),
+    "mismatch_legacy_h5": ("probs4", "mlp.h5", {}, ["probs", "(16, 4)", "(16, 3)"]),
+    "by_name": ("subset", "two_inputs.h5", {"by_name": True}, []),
+    "by_name_skip": ("subset_out", "two_inputs.h5", {"by_name": True, "skip_mismatch": True},
+                     ["out", "(6, 2)", "(10, 2)"]),
+    "by_name_mismatch": ("subset_out", "two_inputs.h5", {"by_name": True}, ["out", "(6, 2)", "(10, 2)"]),
+    "by_name_weights_h5": ("subset", "two_inputs.weights.h5", {"by_name": True}, ["by_name"]),
+    "by_name_keras": ("subset", "two_inputs.keras", {"by_name": True}, ["by_name"]),
+}
+
+
+@pytest.fixture(scope="module")
+def keras_load_weights(tmp_path_factory):
+    """Real Keras runs every LOAD_CASES case on the same target (kgraph saves it as .keras,
+    so both start from the same weights). Returns {case: weights dict or Keras's error}."""
+    if importlib.util.find_spec("keras") is None:
+        pytest.skip("real Keras 3 (the `test` extra) is the reference for load_weights options")
+    out = tmp_path_factory.mktemp("keras_load_weights")
+    jobs = []
+    for name, make in TARGETS.items():
+        make().save(out / f"{name}.keras")
+    for case, (target, src, options, _) in LOAD_CASES.items():
+        jobs.append({"kind": "load_weights", "model": str(out / f"{target}.keras"),
+                     "weights": str(KERAS_DIR / src), "options": options, "out": str(out / f"{case}.npz")})
+    (out / "jobs.json").write_text(json.dumps(jobs))
+    proc = subprocess.run([sys.executable, str(FIXTURES_DIR / "keras_peer.py"), str(out / "jobs.json")],
+                          env={**os.environ, "KERAS_BACKEND": "torch"}, capture_output=True, text=True,
+                          timeout=900)
+    if proc.returncode != 0:
+        pytest.fail(f"the Keras peer process failed:\n{proc.stderr[-3000:]}")
+    results = {}
+    for case in LOAD_CASES:
+        r = np.load(out / f"{case}.npz")
+        results[case] = str(r["error"]) if "error" in r.files else {k: r[k] for k in r.files}
+    return results
+
+
+@pytest.mark.parametrize("case", sorted(LOAD_CASES))
+def test_load_weights_options_like_keras(keras_load_weights, case):
+    """skip_mismatch / by_name load (and skip, and refuse) exactly the weights Keras does; a
+    skipped weight is named with both shapes in a warning, a refusal in the error, and a
+    refused load changes nothing."""
+    target, src, options, names = LOAD_CASES[case]
+    theirs = keras_load_weights[case]
+    model = TARGETS[target]()
+    before = model.get_weights()
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        try:
+            model.load_weights(KERAS_DIR / src, **options)
+            error = None
+        except SavingError as e:
+            error = str(e)
+    if isinstance(theirs, str):
+        assert error is not None, f"{case}: Keras refused ({theirs.strip().splitlines()[-1]}), kgraph loaded"
+        assert src in error and all(n in error for n in names), f"{case}: unclear error: {error}"
+        for a, b in zip(before, model.get_weights()):
+            np.testing.assert_array_equal(a, b)
+        return
+    assert error is None, f"{case}: Keras loaded, kgraph raised {error}"
+    ours = model.get_weights()
+    assert len(theirs) - 1 == len(ours)
+    for i, a in enumerate(ours):
+        assert_close(a, theirs[f"w{i}"], 0, f"{case}: weight #{i} ({model.weights[i].path})")
+    loaded = [not np.array_equal(a, b) for a, b in zip(before, ours)]
+    assert any(loaded), f"{case}: nothing was loaded"
+    ours_warned = "\n".join(str(w.message) for w in caught)
+    keras_warned = str(theirs["warnings"])
+    skipped_in_keras = "Skipping" in keras_warned or "could not be loaded" in keras_warned
+    assert skipped_in_keras == bool(names) and all(n in keras_warned for n in names[:1]), \
+        f"{case}: Keras warned {keras_warned[:500]!r}"
+    assert all(n in ours_warned for n in names), f"{case}: kgraph's warnings do not name {names}: {ours_warned}"
+    if not names:
+        assert all(loaded[:2]) and not any(loaded[2:]), f"{case}: by_name loads dense_a only"
+
+
+def test_load_weights_rejects_unknown_arguments(tmp_path):
+    model = _probs4()
+    with pytest.raises(SavingError, match=r"mlp\.weights\.h5.*Received: bogus=1"):
+        model.load_weights(KERAS_DIR / "mlp.weights.h5", bogus=1)
+    with pytest.raises(SavingError, match="objects_to_skip"):
+        model.load_weights(KERAS_DIR / "mlp.h5", objects_to_skip=[model.layers[0]])
+
+
+def test_load_weights_objects_to_skip():
+    """`objects_to_skip` (.weights.h5): those layers keep their weights, the others load."""
+    d, x = fixture_data("mlp")
+    model = kgraph.models.load_model(KERAS_DIR / "mlp.keras", compile=False)
+    fresh = kgraph.models.clone_model(model)
+    kept = fresh.get_layer("probs").get_weights()
+    fresh.load_weights(KERAS_DIR / "mlp.weights.h5", objects_to_skip=[fresh.get_layer("probs")])
+    for a, b in zip(fresh.get_layer("probs").get_weights(), kept):
+        np.testing.assert_array_equal(a, b)
+    for a, b in zip(fresh.get_layer("hidden").get_weights(), model.get_layer("hidden").get_weights()):
+        np.testing.assert_array_equal(a, b)
+
+
 # -- kgraph to kgraph, every optimizer ------------------------------------------------------------
 OPTIMIZERS = {
     "sgd_momentum": lambda: kgraph.optimizers.SGD(0.05, momentum=0.9, nesterov=True),
@@ -234,6 +355,77 @@ def test_kgraph_round_trip_resumes_exactly(tmp_path, opt, ext):
         m.fit(x, y, epochs=1, batch_size=8, shuffle=False, verbose=0)
     for a, b in zip(model.get_weights(), loaded.get_weights()):
         assert_close(a, b, 1e-6, f"{opt} {ext}: weights after resuming")
+
+
+def test_keras_archive_layouts(tmp_path, monkeypatch):
+    """kgraph's .keras files are plain zips (zipfile verifies every CRC-32), with zip64
+    records where sizes or offsets need them (forced here by lowering the limit); an
+    archive that another tool re-compressed loads too (its weights are extracted)."""
+    from kgraph.saving import keras_zip
+    model, x, y = _small_model("adam")
+    model.fit(x, y, epochs=1, batch_size=8, verbose=0)
+    want = model.predict(x, verbose=0)
+    for limit in (keras_zip.ZIP64_LIMIT, 1000, 1):
+        monkeypatch.setattr(keras_zip, "ZIP64_LIMIT", limit)
+        path = tmp_path / f"m{limit}.keras"
+        model.save(path)
+        with zipfile.ZipFile(path) as zf:
+            assert zf.testzip() is None
+            assert [i.filename for i in zf.infolist()] == list(keras_zip.MEMBERS)
+            assert all(i.compress_type == zipfile.ZIP_STORED for i in zf.infolist())
+            assert (limit == 1) == all(i.extract_version == 45 for i in zf.infolist())
+        assert_close(kgraph.models.load_model(path).predict(x, verbose=0), want, 0, f"zip64 limit {limit}")
+    with zipfile.ZipFile(tmp_path / f"m{keras_zip.ZIP64_LIMIT}.keras") as zin, \
+            zipfile.ZipFile(tmp_path / "deflated.keras", "w", zipfile.ZIP_DEFLATED) as zout:
+        for info in zin.infolist():
+            zout.writestr(info.filename, zin.read(info))
+    assert_close(kgraph.models.load_model(tmp_path / "deflated.keras").predict(x, verbose=0), want, 0,
+                 "re-compressed archive")
+    assert [p.name for p in tmp_path.iterdir() if p.name.startswith(".tmp-")] == []
+
+
+def test_load_model_skips_initializers_but_never_exposes_uninitialised_weights(monkeypatch):
+    """load_model builds the model with its initializers pending (the file's values replace
+    them, so no random numbers are drawn for them); a weight the file does not provide is
+    initialised as usual, and reading a pending weight initialises it first."""
+    from kgraph.engine.layer import deferred_initializers
+    from kgraph.engine.variable import Variable
+    from kgraph.saving import api
+    ran = []
+    real_initialize = Variable.initialize
+
+    def counting(self):
+        if not self.initialized:
+            ran.append(self.path)
+        real_initialize(self)
+    monkeypatch.setattr(Variable, "initialize", counting)
+    d, x = fixture_data("mlp")
+    model = kgraph.models.load_model(KERAS_DIR / "mlp.keras")
+    assert ran == [] and all(w.initialized for w in model.weights)
+    assert_close(model.predict(x, verbose=0), d["pred"], 1e-5, "mlp.keras, no initializers run")
+
+    real_read = api._read_weights_file
+
+    def without_probs_bias(f, model, *args, **kwargs):  # a file that lacks one weight
+        values, plan = real_read(f, model, *args, **kwargs)
+        del values[id(model.get_layer("probs").bias)]
+        return values, None
+    monkeypatch.setattr(api, "_read_weights_file", without_probs_bias)
+    partial = kgraph.models.load_model(KERAS_DIR / "mlp.keras")
+    assert ran == ["probs/bias"]
+    np.testing.assert_array_equal(partial.get_layer("probs").bias.numpy(), np.zeros(3, np.float32))
+    np.testing.assert_array_equal(partial.get_layer("probs").kernel.numpy(),
+                                  model.get_layer("probs").kernel.numpy())
+
+    def dense(seed):
+        inp = kgraph.Input((4,))
+        return kgraph.Model(inp, L.Dense(3, kernel_initializer=kgraph.initializers.GlorotUniform(seed=seed),
+                                         bias_initializer="ones")(inp))
+    with deferred_initializers():
+        pending = dense(7)
+    assert not any(w.initialized for w in pending.weights)
+    np.testing.assert_array_equal(pending.weights[0].numpy(), dense(7).weights[0].numpy())
+    np.testing.assert_array_equal(pending.get_weights()[1], np.ones(3, np.float32))
 
 
 def test_unbuilt_optimizer_state_is_iteration_and_rate_only(tmp_path):
@@ -433,6 +625,65 @@ def test_fuzzed_files_raise_only_saving_error(tmp_path):
             outcomes["error"] += 1
         path.unlink()
     assert outcomes["error"] >= 100, outcomes
+
+
+DAMAGED_DIR = FIXTURES_DIR / "damaged"
+
+
+def _ready_helper():
+    from kgraph.saving import preflight
+    for _ in range(300):
+        h = preflight._helper()
+        if h is not None:
+            return h
+        time.sleep(0.05)
+    raise AssertionError("the HDF5 check helper did not start within 15 s")
+
+
+@pytest.mark.parametrize("where", ["helper", "fork"])
+def test_files_that_crash_or_hang_hdf5_raise_saving_error(monkeypatch, where):
+    """Byte-flipped kgraph files found by fuzzing: reading an attribute of `crash.h5` makes
+    HDF5 2.0 segfault, of `hang.weights.h5` loop forever. Checked in the helper process or a
+    forked child, each is a SavingError naming the file, and this process goes on."""
+    from kgraph.saving import preflight
+    monkeypatch.setattr(preflight, "PREFLIGHT_TIMEOUT_S", 2.0)
+    monkeypatch.setattr(preflight, "USE_HELPER", where == "helper")
+    model, _, _ = _small_model("adam")
+    for name, load in (("crash.h5", lambda p: kgraph.models.load_model(p)),
+                       ("hang.weights.h5", model.load_weights)):
+        if where == "helper":
+            _ready_helper()
+        t = time.monotonic()
+        with pytest.raises(SavingError) as info:
+            load(DAMAGED_DIR / name)
+        assert str(DAMAGED_DIR / name) in str(info.value)
+        assert time.monotonic() - t < 30
+    assert_close(model.predict(np.ones((2, 5), np.float32), verbose=0).shape, (2, 2), 0, "still running")
+
+
+def test_files_refused_for_reading_other_files(tmp_path):
+    """An external link or a dataset kept in an external raw file would make a load read
+    other files of the machine into the weights: refused, naming the file."""
+    model, _, _ = _small_model("adam")
+    model.save_weights(tmp_path / "src.weights.h5")
+    secret = tmp_path / "secret.bin"
+    secret.write_bytes(np.arange(35, dtype=np.float32).tobytes())
+
+    def external_storage(f):
+        del f["layers/dense/vars/0"]
+        f.create_dataset("layers/dense/vars/0", shape=(5, 7), dtype="f4", external=[(str(secret), 0, 140)])
+    ext = _edit_h5(_copy(tmp_path / "src.weights.h5", tmp_path / "external.weights.h5"), external_storage)
+
+    def external_link(f):
+        del f["layers/dense/vars/0"]
+        f["layers/dense/vars/0"] = h5py.ExternalLink(str(tmp_path / "src.weights.h5"), "/layers/dense/vars/0")
+    link = _edit_h5(_copy(tmp_path / "src.weights.h5", tmp_path / "link.weights.h5"), external_link)
+    before = model.get_weights()
+    for path, what in ((ext, "external files"), (link, "external link")):
+        with pytest.raises(SavingError, match=f"{path.name}.*{what}"):
+            model.load_weights(path)
+    for a, b in zip(before, model.get_weights()):
+        np.testing.assert_array_equal(a, b)
 
 
 CRASH_CHILD = r"""

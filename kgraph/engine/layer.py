@@ -50,6 +50,22 @@ class tracing:
         _TRACE.pop()
 
 
+_DEFERRED_INIT = [0]
+
+
+class deferred_initializers:
+    """Inside this block `add_weight` leaves initializers pending (see Variable): a model
+    rebuilt only to receive a file's values skips computing values it will replace. A
+    weight that is read before it receives one is initialised then, as usual."""
+
+    def __enter__(self):
+        _DEFERRED_INIT[0] += 1
+        return self
+
+    def __exit__(self, *exc):
+        _DEFERRED_INIT[0] -= 1
+
+
 class Layer:
     _kind = "Layer"   # how error messages name this object ("Model" for models)
     def __init__(self, name=None, trainable=True, dtype=None, activity_regularizer=None, **kwargs):
@@ -86,9 +102,13 @@ class Layer:
         from kgraph import regularizers
         init = initializers_mod.get(initializer)
         dtype = np.dtype(dtype or self.dtype)
-        value = np.asarray(init(tuple(shape), dtype), dtype=dtype)
+        shape = tuple(shape)
+        if _DEFERRED_INIT[0]:
+            value, pending = None, (init, shape, dtype)
+        else:
+            value, pending = np.asarray(init(shape, dtype), dtype=dtype), None
         var = Variable(value, name=name, path=f"{self.name}/{name}", trainable=trainable,
-                       regularizer=regularizers.get(regularizer))
+                       regularizer=regularizers.get(regularizer), pending=pending)
         self._weights.append(var)
         return var
 

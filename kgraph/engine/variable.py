@@ -1,6 +1,11 @@
 """Weights. A Variable owns a numpy value until a training runtime takes it over;
 then the runtime holds the live value (on its device) and the Variable pulls it
-back only when someone reads it (get_weights, saving, callbacks)."""
+back only when someone reads it (get_weights, saving, callbacks).
+
+A Variable may start with its initializer pending (a model rebuilt to receive a
+file's values): it then holds uninitialised storage of the right shape and runs
+the initializer the first time anything reads its value, so that storage is
+never observed; a value assigned (or adopted from a file) first replaces it."""
 from __future__ import annotations
 
 import numpy as np
@@ -18,20 +23,50 @@ def touch():
 
 
 class Variable:
-    def __init__(self, value, name: str, path: str, trainable: bool = True, regularizer=None):
-        self._value = np.array(value, order="C")
+    def __init__(self, value, name: str, path: str, trainable: bool = True, regularizer=None,
+                 pending=None):
+        """`pending`: (initializer, shape, dtype) to run on first read instead of `value`."""
+        if pending is not None:
+            init, shape, dtype = pending
+            self._data = np.empty(tuple(shape), dtype)  # untouched pages: no cost until written
+            self._pending = init
+        else:
+            self._data = np.array(value, order="C")
+            self._pending = None
         self.name, self.path = name, path
         self.trainable = trainable
         self.regularizer = regularizer
         self._owner = None  # a runtime that holds the live value, with .pull(variable)
 
     @property
+    def _value(self):
+        if self._pending is not None:
+            self.initialize()
+        return self._data
+
+    @_value.setter
+    def _value(self, value):
+        self._data = value
+        self._pending = None
+
+    def initialize(self):
+        """Runs a pending initializer (nothing to do when the value is set)."""
+        init, self._pending = self._pending, None
+        if init is not None:
+            value = np.asarray(init(self._data.shape, self._data.dtype), dtype=self._data.dtype)
+            self._data = np.array(value, order="C")
+
+    @property
+    def initialized(self) -> bool:
+        return self._pending is None
+
+    @property
     def shape(self):
-        return self._value.shape
+        return self._data.shape
 
     @property
     def dtype(self):
-        return self._value.dtype
+        return self._data.dtype
 
     def numpy(self) -> np.ndarray:
         if self._owner is not None:
@@ -44,13 +79,28 @@ class Variable:
 
     def assign(self, value):
         value = np.asarray(value)
-        if value.shape != self._value.shape:
-            raise ValueError(f"Variable '{self.path}' has shape {self._value.shape}, "
+        if value.shape != self.shape:
+            raise ValueError(f"Variable '{self.path}' has shape {self.shape}, "
                              f"received a value of shape {value.shape}")
         if self._owner is not None:
             self._owner.sync_to_host()
             self._owner.invalidate()
-        self._value = np.array(value, dtype=self._value.dtype, order="C", copy=True)
+        self._value = np.array(value, dtype=self.dtype, order="C", copy=True)
+        touch()
+
+    def _adopt(self, array):
+        """`assign` of an array nobody else holds (just read from a file): kept as the
+        value without a copy when it already has this variable's dtype and C layout."""
+        if array.shape != self.shape:
+            raise ValueError(f"Variable '{self.path}' has shape {self.shape}, "
+                             f"received a value of shape {array.shape}")
+        if array.dtype != self.dtype or not array.flags.c_contiguous or not array.flags.writeable:
+            self.assign(array)
+            return
+        if self._owner is not None:
+            self._owner.sync_to_host()
+            self._owner.invalidate()
+        self._value = array
         touch()
 
     def _set_from_runtime(self, value):

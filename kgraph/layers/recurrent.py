@@ -265,12 +265,9 @@ class _Recurrent(_SequenceLayer):
 
     def _weight(self, shape, init, name, reg):
         w = self.add_weight(shape, init, name, regularizer=reg)
+        # (a Variable keeps its value C-ordered, which the runtime's shared buffers need,
+        # also for the orthogonal initializer's transposed result)
         w.path = f"{self._path_prefix}{self.name}/{self._cell_name}/{name}"
-        if not w.numpy().flags.c_contiguous:
-            # The orthogonal initializer returns a transposed (Fortran-ordered) array for a
-            # wide (u, G*u) kernel; the training runtime shares weight buffers with
-            # onnxruntime only when they are C-ordered.
-            w.assign(np.ascontiguousarray(w.numpy()))
         return w
 
     def build(self, input_shape):

@@ -13,6 +13,7 @@ import datetime
 import json
 import os
 
+from kgraph.engine.layer import deferred_initializers
 from kgraph.saving import (compile_config, h5files, keras_zip, legacy_h5, model_config, optimizer_state,
                            weights_h5)
 from kgraph.saving.errors import SavingError
@@ -117,43 +118,89 @@ def _signature(path):
 
 
 def _assign(model, values, plan):
+    """Every value read becomes its weight's value (no copy); a weight left pending (no
+    value in the file) runs its initializer."""
     for w in model.weights:
-        if id(w) in values:
-            w.assign(values[id(w)])
+        value = values.get(id(w))
+        if value is not None:
+            w._adopt(value)
+        elif not w.initialized:
+            w.initialize()
     if plan is not None and getattr(model, "compiled", False):
         plan.apply(model)
 
 
-def _read_weights_file(f, model, display, with_optimizer):
+def _is_keras3_layout(f):
+    return any(k in f for k in ("layers", "vars", "_layer_checkpoint_dependencies"))
+
+
+def _read_weights_file(f, model, display, with_optimizer, skip_mismatch=False, by_name=None,
+                       objects_to_skip=None):
     """(values, optimizer plan) from an open HDF5 file of any supported layout."""
     with h5files.reading(display, "read the weights"):
-        if any(k in f for k in ("layers", "vars", "_layer_checkpoint_dependencies")):
-            return weights_h5.read(f, model, display, with_optimizer)
+        if _is_keras3_layout(f):
+            if by_name is not None:
+                raise SavingError(display, "`by_name` is for legacy HDF5 weights (`.h5`); this is a "
+                                           f"Keras 3 weights file. Received: by_name={by_name!r}")
+            return weights_h5.read(f, model, display, with_optimizer, skip_mismatch,
+                                   objects_to_skip or ())
+        if objects_to_skip is not None:
+            raise SavingError(display, "`objects_to_skip` is for Keras 3 weights files "
+                                       "(`.weights.h5`); this is a legacy HDF5 file")
         root = legacy_h5.weights_root(f, display)
         if root is None:
             raise SavingError(display, "no weights found: the file has neither Keras 3 `layers` "
                                        "nor legacy `model_weights`/`layer_names`")
-        values = legacy_h5.read_weights_group(root, model, display)
-        plan = legacy_h5.read_optimizer(f, model, display) if with_optimizer else None
+        values = legacy_h5.read_weights_group(root, model, display, skip_mismatch, bool(by_name))
+        plan = legacy_h5.read_optimizer(f, model, display, skip_mismatch) if with_optimizer else None
         return values, plan
 
 
-def load_weights(model, filepath):
+def _read_from_archive(member, model, display, with_optimizer, **options):
+    """Values and plan from a .keras archive's weights; a damaged member is reported by its
+    CRC-32 (the real cause) before any error it caused while parsing."""
+    try:
+        with h5files.open_h5(member.image, display) as f:
+            out = _read_weights_file(f, model, display, with_optimizer, **options)
+    except SavingError:
+        member.verify()
+        raise
+    member.verify()
+    return out
+
+
+LOAD_WEIGHTS_OPTIONS = ("by_name", "objects_to_skip")
+
+
+def load_weights(model, filepath, skip_mismatch=False, **kwargs):
     path = os.fspath(filepath)
+    unknown = sorted(set(kwargs) - set(LOAD_WEIGHTS_OPTIONS))
+    if unknown:
+        raise SavingError(path, f"`load_weights` accepts `skip_mismatch`, `by_name` (legacy .h5) "
+                                f"and `objects_to_skip` (.weights.h5). Received: "
+                                f"{', '.join(f'{k}={kwargs[k]!r}' for k in unknown)}")
+    by_name, objects_to_skip = kwargs.get("by_name"), kwargs.get("objects_to_skip")
     if not getattr(model, "built", False):
         raise SavingError(path, f"model '{model.name}' is not built yet: build it (or call it on "
                                 "data) before loading weights")
     head = _signature(path)
     compiled = bool(getattr(model, "compiled", False))
+    options = {"skip_mismatch": bool(skip_mismatch), "by_name": by_name,
+               "objects_to_skip": objects_to_skip}
     if head[:4] == h5files.ZIP_MAGIC:
-        _, _, image = keras_zip.read(path, path)
-        source = image
+        if by_name is not None:
+            raise SavingError(path, "`by_name` is for legacy HDF5 weights (`.h5`), not for .keras "
+                                    f"archives. Received: by_name={by_name!r}")
+        if objects_to_skip is not None:
+            raise SavingError(path, "`objects_to_skip` is for `.weights.h5` files, not for .keras "
+                                    "archives")
+        with keras_zip.open_archive(path, path) as (_, _, member):
+            values, plan = _read_from_archive(member, model, path, compiled, **options)
     elif head == h5files.HDF5_MAGIC:
-        source = path
+        with h5files.open_h5(path, path) as f:
+            values, plan = _read_weights_file(f, model, path, compiled, **options)
     else:
         raise SavingError(path, "not a Keras weights file (neither HDF5 nor a .keras archive)")
-    with h5files.open_h5(source, path) as f:
-        values, plan = _read_weights_file(f, model, path, compiled)
     _assign(model, values, plan)
 
 
@@ -178,16 +225,22 @@ def load_model(filepath, custom_objects=None, compile=True, safe_mode=True):
                             f"file{' (the file is empty)' if not head else ''}")
 
 
+def _build(raw, display, custom_objects):
+    """The model of a file's config, its initializers left pending: the file's values
+    replace them (a weight the file does not provide is initialised in `_assign`)."""
+    with deferred_initializers():
+        return model_config.build(raw, display, custom_objects)
+
+
 def _load_keras(path, custom_objects, compile):
-    _, config, image = keras_zip.read(path, path)
-    model = model_config.build(config, path, custom_objects)
-    cc = config.get("compile_config")
-    if compile and cc:
-        if not isinstance(cc, dict):
-            raise SavingError(path, "`compile_config` in config.json should be an object")
-        _compile(model, cc, path, custom_objects, cc.get("optimizer"))
-    with h5files.open_h5(image, path) as f:
-        values, plan = _read_weights_file(f, model, path, bool(getattr(model, "compiled", False)))
+    with keras_zip.open_archive(path, path) as (_, config, member):
+        model = _build(config, path, custom_objects)
+        cc = config.get("compile_config")
+        if compile and cc:
+            if not isinstance(cc, dict):
+                raise SavingError(path, "`compile_config` in config.json should be an object")
+            _compile(model, cc, path, custom_objects, cc.get("optimizer"))
+        values, plan = _read_from_archive(member, model, path, bool(getattr(model, "compiled", False)))
     _assign(model, values, plan)
     return model
 
@@ -201,7 +254,7 @@ def _load_legacy(path, custom_objects, compile):
                         if ("layers" in f or "layer_names" in f.attrs or "vars" in f) else "not a Keras model file")
                 raise SavingError(path, f"the `model_config` attribute is missing ({kind})")
             training = h5files.json_attr(f, "training_config", path, required=False)
-        model = model_config.build(raw, path, custom_objects)
+        model = _build(raw, path, custom_objects)
         if compile and training:
             _compile(model, training, path, custom_objects)
         values, plan = _read_weights_file(f, model, path, bool(getattr(model, "compiled", False)))
@@ -220,8 +273,11 @@ class SavingAPI:
         """Keras 3 `.weights.h5` (with the optimizer state when compiled)."""
         save_weights(self, filepath, overwrite=overwrite)
 
-    def load_weights(self, filepath):
+    def load_weights(self, filepath, skip_mismatch=False, **kwargs):
         """From `.weights.h5`, `.keras` or legacy `.h5` (by content); on a compiled model
-        also the optimizer state the file holds."""
-        load_weights(self, filepath)
+        also the optimizer state the file holds. `skip_mismatch`: weights whose shape
+        differs are left as they are (with a warning). `by_name=True` (legacy .h5 only):
+        into the layers of the same name. `objects_to_skip` (.weights.h5 only): layers
+        not to load."""
+        load_weights(self, filepath, skip_mismatch=skip_mismatch, **kwargs)
 

@@ -109,9 +109,16 @@ def _nested_classes():
     return inits, regs
 
 
-def _layer_config(class_name, cls, config, display, where):
-    """One layer's config in the form `cls(**config)` accepts."""
+# Config keys that hold a whole layer entry (Bidirectional's wrapped layers).
+NESTED_LAYERS = ("layer", "backward_layer")
+
+
+def _layer_config(class_name, cls, config, display, where, custom_objects=None):
+    """One layer's config in the form `cls(**config)` accepts (nested layer entries too)."""
     config = dict(config)
+    for k in NESTED_LAYERS:
+        if isinstance(config.get(k), dict):
+            config[k] = normalize(config[k], display, custom_objects, f"{where}, `{k}`")
     if "dtype" in config:
         config["dtype"] = _policy_name(config["dtype"])
         if config["dtype"] is None:
@@ -234,7 +241,8 @@ def normalize(entry, display, custom_objects=None, where="model"):
     elif class_name in custom:
         out["config"] = dict(config)
     else:
-        out["config"] = _layer_config(class_name, classes[class_name], config, display, label)
+        out["config"] = _layer_config(class_name, classes[class_name], config, display, label,
+                                      custom_objects)
     if "inbound_nodes" in entry:
         nodes = entry["inbound_nodes"]
         if not isinstance(nodes, list):

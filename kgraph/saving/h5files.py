@@ -1,28 +1,29 @@
-"""HDF5 files: atomic writes, checked opening of untrusted files, string attributes.
+"""HDF5 files: atomic writes, checked opening of untrusted files, string attributes, and
+reading datasets into fresh arrays that become the weights without another copy.
 
 Writes go to a temporary file in the target's folder, are fsynced and renamed over
 the target (the pattern of kgraph/saving_atomic.py), so a crash leaves the old file.
 
 Reading: the HDF5 C library can crash the whole process on a damaged file (measured:
-random byte flips in a Keras .h5 gave a segmentation fault). So before the process
-parses a file, a forked child walks all of its metadata (groups, attributes, dataset
-headers, chunk indexes); if the child dies or fails, the file is reported as damaged
-with a SavingError instead of taking the process down. The parent then reads the same
-bytes, which the child has shown to be safe to walk.
+random byte flips in a Keras .h5 gave segmentation faults and endless loops, all while
+reading attributes). So before the process parses a file, another process walks all of
+its metadata (kgraph/saving/preflight.py, kgraph/saving/h5probe.py); if that fails or
+dies, the file is reported as damaged with a SavingError instead of taking the process
+down. The process then reads the same bytes, which the walk has shown to be safe.
+An HDF5 image can also be a byte range of a file (a `.keras` archive's stored member).
 """
 from __future__ import annotations
 
 import contextlib
-import io
 import json
 import os
-import select
 import tempfile
 import zipfile
 
 import h5py
 import numpy as np
 
+from kgraph.saving import h5probe, preflight
 from kgraph.saving.errors import SavingError
 
 HDF5_MAGIC = b"\x89HDF\r\n\x1a\n"
@@ -31,11 +32,9 @@ ZIP_MAGIC = b"PK\x03\x04"
 READ_ERRORS = (OSError, KeyError, ValueError, TypeError, RuntimeError, OverflowError,
                UnicodeDecodeError, IndexError, AttributeError, EOFError, MemoryError,
                zipfile.BadZipFile, json.JSONDecodeError)
-# A child that walks a file longer than this is treated as stuck on a damaged file.
-PREFLIGHT_TIMEOUT_S = 120.0
-# The forked check costs a fork of this process (tens of ms for a large one). A program
-# that only reads files it wrote itself may set this to False; damaged files can then
-# crash the process inside the HDF5 library.
+# The check in another process costs a few ms per file (a fork of this process until the
+# helper is ready). A program that only reads files it wrote itself may set this to
+# False; damaged files can then crash the process inside the HDF5 library.
 PREFLIGHT = True
 
 
@@ -94,19 +93,6 @@ def atomic_h5(path):
             yield f
 
 
-@contextlib.contextmanager
-def scratch_path(path):
-    """A temporary file beside `path` (same disk), removed afterwards."""
-    folder = os.path.dirname(os.path.abspath(os.fspath(path)))
-    fd, tmp = tempfile.mkstemp(prefix=".tmp-", suffix=".kgraph", dir=folder)
-    os.close(fd)
-    try:
-        yield tmp
-    finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-
-
 def set_list_attr(obj, name, values):
     """A list of strings as Keras writes it: split over `name0`, `name1`, ... when it would
     exceed HDF5's 64 KiB object-header limit; an empty list as an empty float array."""
@@ -131,97 +117,37 @@ def set_list_attr(obj, name, values):
 
 
 # -- reading ------------------------------------------------------------------------
-def _walk_all(f):
-    """Touches everything a reader will touch: attributes, dataset headers, and the data of
-    datasets that are not contiguous (their chunk indexes are parsed on read; a contiguous
-    dataset's data is a plain bounds-checked read)."""
-    for k in f.attrs:
-        _ = f.attrs[k]
+class Image:
+    """Where an HDF5 image lies: a whole file, or `length` bytes of it from `offset`."""
 
-    def visit(_name, obj):
-        for k in obj.attrs:
-            _ = obj.attrs[k]
-        if isinstance(obj, h5py.Dataset):
-            _ = obj.shape, obj.dtype
-            if obj.id.get_create_plist().get_layout() != h5py.h5d.CONTIGUOUS and obj.nbytes <= (1 << 31):
-                _ = obj[()]
-    f.visititems(visit)
+    def __init__(self, path, offset=0, length=None):
+        self.path, self.offset, self.length = os.fspath(path), int(offset), length
+
+    def head(self, n=8):
+        with open(self.path, "rb") as fh:
+            fh.seek(self.offset)
+            return fh.read(n)
 
 
-def _open(source):
-    return h5py.File(io.BytesIO(source) if isinstance(source, (bytes, bytearray)) else source, "r")
-
-
-def _preflight(source, display):
-    """Walks the file in a forked child; raises SavingError if the child fails or dies."""
-    if not PREFLIGHT or not hasattr(os, "fork"):
-        return
-    r, w = os.pipe()
-    try:
-        pid = os.fork()
-    except OSError:
-        os.close(r)
-        os.close(w)
-        return
-    if pid == 0:  # child: walk, report one byte, leave without cleanup
-        code = b"0"
-        try:
-            os.close(r)
-            with _open(source) as f:
-                _walk_all(f)
-            code = b"1"
-        except BaseException:
-            pass
-        finally:
-            try:
-                os.write(w, code)
-            finally:
-                os._exit(0)
-    os.close(w)
-    try:
-        ready, _, _ = select.select([r], [], [], PREFLIGHT_TIMEOUT_S)
-        out = os.read(r, 1) if ready else None
-    finally:
-        os.close(r)
-    if out is None:
-        with contextlib.suppress(OSError):
-            os.kill(pid, 9)
-    _, status = os.waitpid(pid, 0)
-    if out == b"1":
-        return
-    if out is None:
-        raise SavingError(display, "the HDF5 structure could not be read within "
-                                   f"{PREFLIGHT_TIMEOUT_S:.0f} s (damaged file?)")
-    if out == b"0":
-        # a Python-level error: the parent reproduces it with a precise message
-        with reading(display, "read the HDF5 file"):
-            with _open(source) as f:
-                _walk_all(f)
-        raise SavingError(display, "the HDF5 structure is damaged")
-    sig = os.WTERMSIG(status) if os.WIFSIGNALED(status) else None
-    raise SavingError(display, "the HDF5 structure is damaged (reading it crashed the HDF5 "
-                               f"library{f' with signal {sig}' if sig else ''})")
-
-
+@contextlib.contextmanager
 def open_h5(source, display):
-    """Opens an untrusted HDF5 file (a path or the bytes of one) for reading, checked first.
-    The caller closes it."""
-    if not isinstance(source, (bytes, bytearray)):
-        source = os.fspath(source)
-        if not os.path.exists(source):
-            raise SavingError(display, "no such file")
-        if os.path.isdir(source):
-            raise SavingError(display, "is a folder, not a file")
-        with open(source, "rb") as fh:
-            head = fh.read(8)
-    else:
-        head = bytes(source[:8])
+    """An untrusted HDF5 image (a path or an Image), checked first, open for reading."""
+    image = source if isinstance(source, Image) else Image(source)
+    if not os.path.exists(image.path):
+        raise SavingError(display, "no such file")
+    if os.path.isdir(image.path):
+        raise SavingError(display, "is a folder, not a file")
+    with reading(display, "open the file"):
+        head = image.head()
     if head != HDF5_MAGIC:
         raise SavingError(display, "not an HDF5 file (wrong signature"
                                    f"{', empty file' if not head else ''})")
-    _preflight(source, display)
-    with reading(display, "open the HDF5 file"):
-        return _open(source)
+    if PREFLIGHT:
+        preflight.check(image.path, image.offset, image.length, display)
+    with contextlib.ExitStack() as stack:
+        with reading(display, "open the HDF5 file"):
+            f = stack.enter_context(h5probe.open_hdf5(image.path, image.offset, image.length))
+        yield f
 
 
 def text_attr(obj, name, display, required=True):
@@ -296,9 +222,11 @@ def group(parent, name, display):
     return obj
 
 
-def dataset(parent, name, display, shape=None):
-    """A dataset's value as a numpy array; its shape (and numeric type) checked against
-    `shape` before any data is read."""
+def dataset_obj(parent, name, display, shape=None):
+    """A numeric dataset, its shape checked against `shape`; no data is read."""
+    if isinstance(parent.get(name, getlink=True), h5py.ExternalLink):
+        raise SavingError(display, f"refused: '{parent.name.rstrip('/')}/{name}' is an external "
+                                   "link (to another file)")
     obj = parent.get(name)
     if obj is None:
         raise SavingError(display, f"missing the dataset '{parent.name.rstrip('/')}/{name}'")
@@ -306,7 +234,23 @@ def dataset(parent, name, display, shape=None):
         raise SavingError(display, f"'{obj.name}' should be a dataset, found a group")
     if obj.dtype.kind not in "fiub":
         raise SavingError(display, f"dataset '{obj.name}' has non-numeric type {obj.dtype}")
+    why = h5probe.refused(obj)
+    if why:
+        raise SavingError(display, f"refused: {why}")
     if shape is not None and tuple(obj.shape) != tuple(shape):
         raise SavingError(display, f"dataset '{obj.name}' has shape {tuple(obj.shape)}, but the "
                                    f"model expects {tuple(shape)}")
-    return np.asarray(obj[()])
+    return obj
+
+
+def read_array(obj, dtype=None):
+    """A dataset's data in a new C-ordered array of `dtype` (default: the file's), read
+    straight into it (HDF5 converts the type on the way)."""
+    dtype = np.dtype(dtype or obj.dtype)
+    out = np.empty(obj.shape, dtype)
+    if out.size == 0:
+        return out
+    if obj.dtype.kind == "b" or dtype.kind == "b":  # HDF5 stores bool as an enum
+        return np.asarray(obj[()]).astype(dtype)
+    obj.read_direct(out)
+    return out

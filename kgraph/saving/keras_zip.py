@@ -1,42 +1,157 @@
 """The `.keras` archive: an uncompressed zip of `metadata.json`, `config.json` and
-`model.weights.h5`, exactly those three.
+`model.weights.h5`, exactly those three (Keras 3 writes them with zipfile's default,
+ZIP_STORED, the weights built in memory and copied in).
+
+Writing: the zip is laid out here, not by zipfile, so that HDF5 writes the weights
+straight into the archive at their final place (a byte range of the file, see
+h5probe.RangeFile): no temporary .h5 file and no copy. The member's CRC-32 is computed
+from the written bytes while the data is being flushed to disk.
+
+Reading: the weights member is read in place as a byte range of the archive (when stored,
+as Keras and kgraph write it; a compressed member is extracted to a temporary file). Its
+CRC-32 is checked in a background thread while the model is built and the HDF5 structure
+checked; the loader waits for it before it assigns anything.
 
 Archives are untrusted input: a member name that is absolute, has `..` or a backslash,
-a duplicate, a missing or extra member, or a member whose declared size is out of
-proportion to what is stored (a decompression bomb) is refused before anything is read.
-The zip's CRC-32 check covers the weights' bytes.
+a duplicate, a missing or extra member, a member whose declared size is out of
+proportion to what is stored (a decompression bomb), or whose data lies outside the file
+is refused before anything is read.
 """
 from __future__ import annotations
 
+import contextlib
 import datetime
 import json
 import os
+import shutil
+import struct
+import tempfile
+import threading
 import zipfile
+import zlib
 
 import h5py
 
-from kgraph.saving import h5files
+from kgraph.saving import h5files, h5probe
 from kgraph.saving.errors import SavingError
 
 MEMBERS = ("metadata.json", "config.json", "model.weights.h5")
 MAX_JSON_BYTES = 64 << 20
 BOMB_RATIO = 100  # declared size / stored size beyond which a member is refused
+CRC_CHUNK = 4 << 20
+
+_LOCAL = struct.Struct("<IHHHHHIIIHH")            # local file header, 30 bytes
+_CENTRAL = struct.Struct("<IHHHHHHIIIHHHHHII")    # central directory header, 46 bytes
+_END = struct.Struct("<IHHHHIIH")                 # end of central directory, 22 bytes
+_END64 = struct.Struct("<IQHHIIQQQQ")             # zip64 end of central directory, 56 bytes
+_LOCATOR64 = struct.Struct("<IIQI")               # zip64 end locator, 20 bytes
+_U32 = 0xFFFFFFFF
+ZIP64_LIMIT = _U32  # sizes and offsets from here on are written in zip64 records
+_RESERVED_EXTRA = 20  # room in the weights' local header for a zip64 size record
+_PADDING_ID = 0xD935  # an extra field readers skip (zipalign's alignment padding)
+
+
+def _crc_range(fd, offset, length, crc=0):
+    """CRC-32 of file bytes [offset, offset + length), read in chunks (the GIL is released
+    while reading and hashing, so this overlaps work in other threads)."""
+    buf = bytearray(min(CRC_CHUNK, max(length, 1)))
+    view = memoryview(buf)
+    done = 0
+    while done < length:
+        n = h5probe.pread_into(fd, view[:min(len(buf), length - done)], offset + done)
+        if n <= 0:
+            raise OSError(f"the file ends {length - done} bytes early")
+        crc = zlib.crc32(view[:n], crc)
+        done += n
+    return crc
 
 
 # -- writing ----------------------------------------------------------------------------
+def _dos_time(stamp):
+    y, mo, d, h, mi, s = stamp
+    return (h << 11) | (mi << 5) | (s // 2), ((y - 1980) << 9) | (mo << 5) | d
+
+
+class _Entry:
+    def __init__(self, name, offset, crc, size, zip64_local=False):
+        self.name, self.offset, self.crc, self.size = name.encode(), offset, crc, size
+        self.zip64_local = zip64_local
+
+
+def _local_header(entry, t, d, reserve=0):
+    """Local header + name (+ `reserve` bytes of extra field: a zip64 record when the
+    member needs one, else padding)."""
+    big = entry.size >= ZIP64_LIMIT
+    extra = struct.pack("<HHQQ", 1, 16, entry.size, entry.size) if big else b""
+    if reserve and not big:
+        extra = struct.pack("<HH", _PADDING_ID, reserve - 4) + bytes(reserve - 4)
+    assert not reserve or len(extra) == reserve
+    size32 = _U32 if big else entry.size
+    return _LOCAL.pack(0x04034B50, 45 if big else 20, 0, 0, t, d, entry.crc, size32, size32,
+                       len(entry.name), len(extra)) + entry.name + extra
+
+
+def _central(entries, start, t, d):
+    out = []
+    for e in entries:
+        fields = []
+        size32, off32 = e.size, e.offset
+        if e.size >= ZIP64_LIMIT:
+            fields += [e.size, e.size]
+            size32 = _U32
+        if e.offset >= ZIP64_LIMIT:
+            fields.append(e.offset)
+            off32 = _U32
+        extra = struct.pack(f"<HH{len(fields)}Q", 1, 8 * len(fields), *fields) if fields else b""
+        version = 45 if fields else 20
+        out.append(_CENTRAL.pack(0x02014B50, (3 << 8) | version, version, 0, 0, t, d, e.crc,
+                                 size32, size32, len(e.name), len(extra), 0, 0, 0,
+                                 (0o600 << 16), off32) + e.name + extra)
+    body = b"".join(out)
+    tail = b""
+    if start >= ZIP64_LIMIT or len(body) >= ZIP64_LIMIT:
+        end64 = start + len(body)
+        tail = (_END64.pack(0x06064B50, 44, (3 << 8) | 45, 45, 0, 0, len(entries), len(entries),
+                            len(body), start)
+                + _LOCATOR64.pack(0x07064B50, 0, end64, 1))
+    tail += _END.pack(0x06054B50, 0, 0, len(entries), len(entries),
+                      _U32 if len(body) >= ZIP64_LIMIT else len(body),
+                      _U32 if start >= ZIP64_LIMIT else start, 0)
+    return body + tail
+
+
 def write(path, metadata: dict, config: dict, write_weights):
-    """The archive at `path`, atomically; `write_weights(h5py.File)` fills model.weights.h5
-    (built in a temporary file beside the target, which is faster than in memory)."""
-    stamp = datetime.datetime.now().timetuple()[:6]
-    with h5files.atomic_path(path) as tmp, h5files.scratch_path(path) as weights_tmp:
-        with h5py.File(weights_tmp, "w") as f:
-            write_weights(f)
-        with zipfile.ZipFile(tmp, "w", compression=zipfile.ZIP_STORED) as zf:
+    """The archive at `path`, atomically; `write_weights(h5py.File)` fills model.weights.h5,
+    which HDF5 writes directly into its place in the archive."""
+    t, d = _dos_time(datetime.datetime.now().timetuple()[:6])
+    with h5files.atomic_path(path) as tmp:
+        fd = os.open(tmp, os.O_RDWR | getattr(os, "O_BINARY", 0))
+        try:
+            entries, pos = [], 0
             for name, data in (("metadata.json", json.dumps(metadata).encode()),
                                ("config.json", json.dumps(config).encode())):
-                info = zipfile.ZipInfo(name, date_time=stamp)
-                zf.writestr(info, data)
-            zf.write(weights_tmp, "model.weights.h5")
+                e = _Entry(name, pos, zlib.crc32(data), len(data))
+                block = _local_header(e, t, d) + data
+                h5probe.pwrite_all(fd, block, pos)
+                entries.append(e)
+                pos += len(block)
+            weights = _Entry("model.weights.h5", pos, 0, 0)
+            base = pos + len(_local_header(weights, t, d, _RESERVED_EXTRA))
+            with h5probe.RangeFile(tmp, base, 0, write=True) as rf, h5py.File(rf, "w") as f:
+                write_weights(f)
+            size = os.fstat(fd).st_size - base
+            # the weights go to disk while their CRC is computed from the page cache
+            flusher = threading.Thread(target=os.fsync, args=(fd,), daemon=True)
+            flusher.start()
+            try:
+                weights.crc, weights.size = _crc_range(fd, base, size), size
+            finally:
+                flusher.join()
+            h5probe.pwrite_all(fd, _local_header(weights, t, d, _RESERVED_EXTRA), weights.offset)
+            entries.append(weights)
+            h5probe.pwrite_all(fd, _central(entries, base + size, t, d), base + size)
+        finally:
+            os.close(fd)
 
 
 # -- reading ----------------------------------------------------------------------------
@@ -62,13 +177,17 @@ def _check_names(infos, display):
                                    f"file holds only {list(MEMBERS)})")
 
 
-def _read_member(zf, info, display, limit=None):
+def _check_sizes(info, display, limit=None):
     if limit is not None and info.file_size > limit:
         raise SavingError(display, f"'{info.filename}' is {info.file_size} bytes, over the "
                                    f"{limit}-byte limit for it")
     if info.file_size > (1 << 20) and info.file_size > BOMB_RATIO * max(info.compress_size, 1):
         raise SavingError(display, f"'{info.filename}' declares {info.file_size} bytes but stores "
                                    f"{info.compress_size}: refusing a possible decompression bomb")
+
+
+def _read_member(zf, info, display, limit=None):
+    _check_sizes(info, display, limit)
     with h5files.reading(display, f"read '{info.filename}' from the archive"):
         data = zf.read(info)  # checks the CRC-32
     if len(data) != info.file_size:
@@ -87,8 +206,72 @@ def _json(data, display, name):
     return obj
 
 
-def read(path, display):
-    """(metadata, config, weights bytes) of a checked archive."""
+class WeightsMember:
+    """model.weights.h5 of an open archive: `image` (where HDF5 reads it) and a CRC-32 check
+    of its stored bytes running in the background; `verify()` waits for it and raises
+    SavingError on a mismatch."""
+
+    def __init__(self, display, image, crc=None, extracted=None):
+        self.display, self.image, self._extracted = display, image, extracted
+        self._expected, self._result = crc, None
+        self._thread = None
+        if crc is not None:
+            self._thread = threading.Thread(target=self._run, daemon=True, name="kgraph-crc")
+            self._thread.start()
+
+    def _run(self):
+        try:
+            fd = os.open(self.image.path, os.O_RDONLY | getattr(os, "O_BINARY", 0))
+            try:
+                self._result = _crc_range(fd, self.image.offset, self.image.length)
+            finally:
+                os.close(fd)
+        except OSError as e:
+            self._result = e
+
+    def verify(self):
+        if self._thread is None:
+            return
+        self._thread.join()
+        r = self._result
+        if isinstance(r, OSError):
+            raise SavingError(self.display, f"cannot read 'model.weights.h5' from the archive ({r})")
+        if r != self._expected:
+            raise SavingError(self.display, f"'model.weights.h5' in the archive is damaged: its "
+                                            f"CRC-32 is {r:08x}, the archive says {self._expected:08x}")
+
+    def close(self):
+        if self._thread is not None:
+            self._thread.join()
+        if self._extracted is not None:
+            with contextlib.suppress(OSError):
+                os.unlink(self._extracted)
+
+
+def _stored_range(path, info, size, display):
+    """(offset, length) of a stored member's data, from its local header."""
+    with h5files.reading(display, "read the .keras archive"):
+        with open(path, "rb") as fh:
+            fh.seek(info.header_offset)
+            head = fh.read(_LOCAL.size)
+            if len(head) == _LOCAL.size:
+                name = fh.read(_LOCAL.unpack(head)[9])
+    if len(head) != _LOCAL.size or _LOCAL.unpack(head)[0] != 0x04034B50:
+        raise SavingError(display, f"'{info.filename}' has no valid local header in the archive")
+    fields = _LOCAL.unpack(head)
+    if name != info.filename.encode("utf8") and name != info.filename.encode("cp437", "replace"):
+        raise SavingError(display, f"the local header of '{info.filename}' names {name!r}")
+    start = info.header_offset + _LOCAL.size + fields[9] + fields[10]
+    if start + info.compress_size > size:
+        raise SavingError(display, f"'{info.filename}' claims {info.compress_size} bytes at offset "
+                                   f"{start}, beyond the end of the {size}-byte file")
+    return start, info.compress_size
+
+
+@contextlib.contextmanager
+def open_archive(path, display):
+    """(metadata, config, WeightsMember) of a checked archive; the member's temporary
+    file (if it had to be extracted) is removed on leaving."""
     with h5files.reading(display, "open the .keras archive"):
         with open(path, "rb") as fh:
             head = fh.read(4)
@@ -97,14 +280,43 @@ def read(path, display):
         raise SavingError(display, "not a .keras archive (no zip signature)")
     with h5files.reading(display, "read the .keras archive"):
         zf = zipfile.ZipFile(path)
-    with zf:
-        with h5files.reading(display, "read the .keras archive's directory"):
-            infos = zf.infolist()
-        _check_names(infos, display)
-        by_name = {i.filename: i for i in infos}
-        metadata = _json(_read_member(zf, by_name["metadata.json"], display, MAX_JSON_BYTES),
-                         display, "metadata.json")
-        config = _json(_read_member(zf, by_name["config.json"], display, MAX_JSON_BYTES),
-                       display, "config.json")
-        weights = _read_member(zf, by_name["model.weights.h5"], display, size)
-    return metadata, config, weights
+    member = None
+    try:
+        with zf:
+            with h5files.reading(display, "read the .keras archive's directory"):
+                infos = zf.infolist()
+            _check_names(infos, display)
+            by_name = {i.filename: i for i in infos}
+            metadata = _json(_read_member(zf, by_name["metadata.json"], display, MAX_JSON_BYTES),
+                             display, "metadata.json")
+            config = _json(_read_member(zf, by_name["config.json"], display, MAX_JSON_BYTES),
+                           display, "config.json")
+            info = by_name["model.weights.h5"]
+            stored = info.compress_type == zipfile.ZIP_STORED and info.flag_bits & 0x1 == 0
+            _check_sizes(info, display, size if stored else None)
+            if stored:
+                offset, length = _stored_range(path, info, size, display)
+                if info.file_size != length:
+                    raise SavingError(display, f"'model.weights.h5' stores {length} bytes but "
+                                               f"declares {info.file_size}")
+                member = WeightsMember(display, h5files.Image(path, offset, length), info.CRC)
+            else:  # compressed by another tool: extracted beside the archive, CRC checked
+                tmp = _extract(zf, info, path, display)
+                member = WeightsMember(display, h5files.Image(tmp), extracted=tmp)
+        yield metadata, config, member
+    finally:
+        if member is not None:
+            member.close()
+
+
+def _extract(zf, info, path, display):
+    fd, tmp = tempfile.mkstemp(prefix=".tmp-", suffix=".h5", dir=os.path.dirname(os.path.abspath(path)))
+    try:
+        with h5files.reading(display, f"read '{info.filename}' from the archive"):
+            with zf.open(info) as src, os.fdopen(fd, "wb") as dst:
+                shutil.copyfileobj(src, dst, 1 << 20)  # zipfile checks the CRC-32 at the end
+    except BaseException:
+        with contextlib.suppress(OSError):
+            os.unlink(tmp)
+        raise
+    return tmp

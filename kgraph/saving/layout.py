@@ -16,6 +16,10 @@ SUBOBJECTS = {"LSTM": ("cell", "lstm_cell"), "GRU": ("cell", "gru_cell"),
               "SimpleRNN": ("cell", "simple_rnn_cell")}
 
 
+# Bidirectional keeps its two recurrent layers as these attributes (store sub-paths).
+WRAPPED = ("forward_layer", "backward_layer")
+
+
 def keras_snake_case(name: str) -> str:
     """keras.src.utils.naming.to_snake_case (differs from kgraph's for `Conv2D` -> `conv2d`)."""
     name = re.sub(r"\W+", "", name)
@@ -106,11 +110,13 @@ def model_trainable_weights(model) -> list:
 
 class StoreEntry:
     """One `<path>/vars` group: the object's name (the group's `name` attribute), the
-    weights stored there, and the layer's class key (snake-case class name)."""
+    weights stored there, the layer's class key (snake-case class name), the layer that
+    owns the weights and `top`, the model's layer it belongs to (a Bidirectional for the
+    LSTM inside it)."""
 
-    def __init__(self, path, name, weights, class_key, layer):
+    def __init__(self, path, name, weights, class_key, layer, top=None):
         self.path, self.name, self.weights = path, name, weights
-        self.class_key, self.layer = class_key, layer
+        self.class_key, self.layer, self.top = class_key, layer, top if top is not None else layer
 
     @property
     def vars_path(self):
@@ -138,10 +144,20 @@ def store_entries(model, prefix="") -> list[StoreEntry]:
                 e.class_key = key if e.layer is layer else e.class_key
             entries += nested
             continue
-        sub = SUBOBJECTS.get(type(layer).__name__)
-        if sub is not None:
-            entries.append(StoreEntry(path, layer.name, [], key, layer))
-            entries.append(StoreEntry(f"{path}/{sub[0]}", sub[1], store_weights(layer), key, layer))
-        else:
-            entries.append(StoreEntry(path, layer.name, store_weights(layer), key, layer))
+        entries += _layer_entries(layer, path, key, layer)
     return entries
+
+
+def _layer_entries(layer, path, key, top):
+    """The vars groups of one layer (not a model) stored at `path`."""
+    from kgraph.layers.recurrent import Bidirectional
+    if isinstance(layer, Bidirectional):  # `<path>/forward_layer/cell/vars`, `.../backward_layer/...`
+        out = [StoreEntry(path, layer.name, [], key, layer, top)]
+        for attr in WRAPPED:
+            out += _layer_entries(getattr(layer, attr), f"{path}/{attr}", key, top)
+        return out
+    sub = SUBOBJECTS.get(type(layer).__name__)
+    if sub is not None:
+        return [StoreEntry(path, layer.name, [], key, layer, top),
+                StoreEntry(f"{path}/{sub[0]}", sub[1], store_weights(layer), key, layer, top)]
+    return [StoreEntry(path, layer.name, store_weights(layer), key, layer, top)]

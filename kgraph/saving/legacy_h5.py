@@ -9,9 +9,8 @@ among the layers that have weights, not by name, and so does this reader.
 from __future__ import annotations
 
 import json
+import warnings
 
-import h5py
-import numpy as np
 
 from kgraph.saving import h5files, layout, optimizer_state
 from kgraph.saving.errors import SavingError
@@ -60,12 +59,48 @@ def write(f, model, values, model_config, training_config=None, optimizer=None):
 
 
 # -- reading ----------------------------------------------------------------------------
-def read_weights_group(grp, model, display):
-    """Validated {id(variable): array} from a `model_weights`-style group."""
+def _skip(display, msg):
+    warnings.warn(f"Model file '{display}': {msg}", UserWarning, stacklevel=6)
+
+
+def _layer_values(lg, fname, layer, wnames, label, display, skip_mismatch, values):
+    """Reads one file layer's datasets into `values` for `layer`'s weights (same count)."""
+    for wn, w in zip(wnames, _layer_weights(layer)):
+        try:
+            obj = h5files.dataset_obj(lg, wn, display, shape=None if skip_mismatch else w.shape)
+        except SavingError as err:
+            raise SavingError(display, f"{label} (file: '{fname}'), weight '{w.name}': "
+                                       f"{err.problem}") from None
+        if tuple(obj.shape) != w.shape:
+            _skip(display, f"skipping weight '{w.path}' of {label}: the model expects shape "
+                           f"{w.shape}, the file holds {tuple(obj.shape)}")
+            continue
+        with h5files.reading(display, f"read '{obj.name}'"):
+            values[id(w)] = h5files.read_array(obj, w.dtype)
+
+
+def _top_level(grp, display, skip_mismatch):
+    if "top_level_model_weights" in grp:
+        top = h5files.group(grp, "top_level_model_weights", display)
+        n = len(h5files.list_attr(top, "weight_names", display))
+        if n:
+            msg = (f"the file has {n} top-level model weights, a kgraph model has none")
+            if not skip_mismatch:
+                raise SavingError(display, msg)
+            _skip(display, f"skipping them: {msg}")
+
+
+def read_weights_group(grp, model, display, skip_mismatch=False, by_name=False):
+    """Validated {id(variable): array} from a `model_weights`-style group. By layer order
+    (Keras's default), or with `by_name` into the model's layers of the same name (others
+    left as they are). `skip_mismatch`: a weight whose shape differs (and, by name, a layer
+    whose weight count differs) is left as it is, with a warning."""
     names = h5files.list_attr(grp, "layer_names", display)
     if not names and "layer_names" not in grp.attrs and "layer_names0" not in grp.attrs:
         raise SavingError(display, f"'{grp.name}' has no `layer_names` attribute (not a Keras "
                                    "legacy weights group)")
+    if by_name:
+        return _read_by_name(grp, names, model, display, skip_mismatch)
     saved = []
     for n in names:
         lg = h5files.group(grp, n, display)
@@ -83,21 +118,37 @@ def read_weights_group(grp, model, display):
         if len(wnames) != len(ws):
             raise SavingError(display, f"layer #{k} ('{layer.name}' in the model, '{n}' in the file) "
                                        f"has {len(ws)} weights, the file holds {len(wnames)}")
-        for wn, w in zip(wnames, ws):
-            try:
-                values[id(w)] = h5files.dataset(lg, wn, display, shape=w.shape)
-            except SavingError as err:
-                raise SavingError(display, f"layer '{layer.name}' (file: '{n}'), weight '{w.name}': "
-                                           f"{err.problem}") from None
-    if "top_level_model_weights" in grp:
-        top = h5files.group(grp, "top_level_model_weights", display)
-        if h5files.list_attr(top, "weight_names", display):
-            raise SavingError(display, "the file has top-level model weights, which kgraph models "
-                                       "do not have")
+        _layer_values(lg, n, layer, wnames, f"layer #{k} ('{layer.name}')", display, skip_mismatch, values)
+    _top_level(grp, display, skip_mismatch)
     return values
 
 
-def read_optimizer(f, model, display):
+def _read_by_name(grp, names, model, display, skip_mismatch):
+    index: dict[str, list] = {}
+    for layer in layout.keras_layers(model):
+        index.setdefault(layer.name, []).append(layer)
+    values = {}
+    for k, n in enumerate(names):
+        layers = index.get(n, [])
+        if not layers:
+            continue
+        lg = h5files.group(grp, n, display)
+        wnames = h5files.list_attr(lg, "weight_names", display)
+        for layer in layers:
+            ws = _layer_weights(layer)
+            label = f"layer '{layer.name}' (#{k} in the file)"
+            if len(wnames) != len(ws):
+                msg = f"{label} has {len(ws)} weights, the file holds {len(wnames)}"
+                if not skip_mismatch:
+                    raise SavingError(display, msg)
+                _skip(display, f"skipping {msg}")
+                continue
+            _layer_values(lg, n, layer, wnames, label, display, skip_mismatch, values)
+    _top_level(grp, display, skip_mismatch)
+    return values
+
+
+def read_optimizer(f, model, display, skip_mismatch=False):
     """The optimizer plan from `optimizer_weights` (None when absent or not matching)."""
     if "optimizer_weights" not in f or getattr(model, "optimizer", None) is None:
         return None
@@ -105,12 +156,12 @@ def read_optimizer(f, model, display):
     names = h5files.list_attr(og, "weight_names", display)
     dsets = []
     for n in names:
-        d = og.get(n)
-        if not isinstance(d, h5py.Dataset) or d.dtype.kind not in "fiub":
-            raise SavingError(display, f"optimizer weight '{n}' is missing or not a numeric dataset")
-        dsets.append(d)
-    return optimizer_state.plan(model, names, lambda i: np.asarray(dsets[i][()]),
-                                [d.shape for d in dsets], display)
+        try:
+            dsets.append(h5files.dataset_obj(og, n, display))
+        except SavingError as err:
+            raise SavingError(display, f"optimizer weight '{n}': {err.problem}") from None
+    return optimizer_state.plan(model, names, lambda i: h5files.read_array(dsets[i]),
+                                [d.shape for d in dsets], display, skip_mismatch=skip_mismatch)
 
 
 def weights_root(f, display):

@@ -125,15 +125,16 @@ def _warn(display, msg):
                   UserWarning, stacklevel=4)
 
 
-def plan(model, names, read, shapes, display) -> Restore | None:
+def plan(model, names, read, shapes, display, skip_mismatch=False) -> Restore | None:
     """Match saved optimizer variables to kgraph's slots, checking shapes before reading.
     `names`: saved names (None entries when the file stores only positions); `shapes[i]`
     the saved shape; `read(i)` the saved value. Returns None (with a warning, as Keras)
-    when the saved state belongs to a different optimizer or model."""
+    when the saved state belongs to a different optimizer or model; also, with
+    `skip_mismatch`, when a saved variable's shape differs."""
     if not names:
         return None
     if any(n and n.endswith(":0") for n in names):
-        return _plan_tf2(model, names, read, shapes, display)
+        return _plan_tf2(model, names, read, shapes, display, skip_mismatch)
     ents = entries(model)
     head = [e for e in ents if e[0] in ("iterations", "learning_rate")]
     if len(names) == len(head):
@@ -145,8 +146,12 @@ def plan(model, names, read, shapes, display) -> Restore | None:
     for i, (kind, w, sname) in enumerate(ents):
         want = () if w is None else w.shape
         if tuple(shapes[i]) != tuple(want):
-            raise SavingError(display, f"optimizer variable #{i} ({names[i] or kind}) has shape "
-                                       f"{tuple(shapes[i])}, expected {tuple(want)}")
+            problem = (f"optimizer variable #{i} ({names[i] or kind}) has shape "
+                       f"{tuple(shapes[i])}, expected {tuple(want)}")
+            if skip_mismatch:
+                _warn(display, problem)
+                return None
+            raise SavingError(display, problem)
     out = Restore(slots={})
     for i, (kind, w, sname) in enumerate(ents):
         value = read(i)
@@ -161,7 +166,7 @@ def plan(model, names, read, shapes, display) -> Restore | None:
     return out
 
 
-def _plan_tf2(model, names, read, shapes, display):
+def _plan_tf2(model, names, read, shapes, display, skip_mismatch=False):
     """tf.keras 2 names: `<Opt>/iter:0`, `<Opt>/<layer>/<weight>/<slot>:0` (optimizer_v2) or
     `<Opt>/<slot>/<layer>/<weight>:0` (2.11+ optimizer)."""
     opt = model.optimizer
@@ -191,8 +196,12 @@ def _plan_tf2(model, names, read, shapes, display):
         if var is None:
             continue  # e.g. Nadam's momentum_cache: no kgraph counterpart
         if tuple(shapes[i]) != var.shape:
-            raise SavingError(display, f"optimizer variable '{raw}' has shape {tuple(shapes[i])}, "
-                                       f"but weight '{var.path}' has shape {var.shape}")
+            problem = (f"optimizer variable '{raw}' has shape {tuple(shapes[i])}, "
+                       f"but weight '{var.path}' has shape {var.shape}")
+            if skip_mismatch:
+                _warn(display, problem)
+                return None
+            raise SavingError(display, problem)
         out.slots[(var.path, slot)] = np.asarray(read(i), var.dtype)
     for w in weights.values():
         for s in opt.slot_names:

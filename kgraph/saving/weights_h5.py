@@ -10,8 +10,9 @@ the names win.
 """
 from __future__ import annotations
 
+import warnings
+
 import h5py
-import numpy as np
 
 from kgraph.saving import h5files, layout, optimizer_state
 from kgraph.saving.errors import SavingError
@@ -63,9 +64,16 @@ def _indexed(grp, display):
     return [str(i) for i in range(len(idx))]
 
 
-def read(f, model, display, with_optimizer=True):
+def _skip(display, msg):
+    warnings.warn(f"Model file '{display}': {msg}", UserWarning, stacklevel=6)
+
+
+def read(f, model, display, with_optimizer=True, skip_mismatch=False, objects_to_skip=()):
     """Validated values for every weight ({id(variable): array}) and the optimizer plan
-    (None when absent, not wanted, or not matching). Nothing is assigned here."""
+    (None when absent, not wanted, or not matching). Nothing is assigned here.
+    `skip_mismatch`: a layer whose group is missing or holds another number of weights,
+    and a weight whose shape differs, is left as it is (with a warning) instead of an
+    error. `objects_to_skip`: layers (or the optimizer) not to load."""
     renamed = "layers" not in f and "_layer_checkpoint_dependencies" in f  # Keras 2.13's name
     groups = _vars_groups(f, display)
     if "layers" not in f and "_layer_checkpoint_dependencies" not in f and "vars" not in f:
@@ -76,6 +84,7 @@ def read(f, model, display, with_optimizer=True):
         if "name" in grp.attrs:
             nm = h5files.text_attr(grp, "name", display, required=False)
             by_name.setdefault(nm, []).append(path)
+    skip_ids = {id(o) for o in objects_to_skip}
     entries = layout.store_entries(model)
     used, values = set(), {}
     for e in entries:
@@ -90,39 +99,54 @@ def read(f, model, display, with_optimizer=True):
             named = [p for p in by_name.get(e.name, []) if p not in used]
             if len(named) == 1:
                 path, grp = named[0], groups[named[0]]
+        if id(e.top) in skip_ids or id(e.layer) in skip_ids:
+            used.add(path)
+            continue
+        label = f"layer '{e.layer.name}' ({type(e.layer).__name__})"
+        if e.top is not e.layer:
+            label += f" in '{e.top.name}' ({type(e.top).__name__})"
         if grp is None:
-            raise SavingError(display, f"no weights for layer '{e.layer.name}' "
-                                       f"({type(e.layer).__name__}): the group '{path}/vars' is missing")
+            problem = f"no weights for {label}: the group '{path}/vars' is missing"
+            if skip_mismatch:
+                _skip(display, f"skipping {label}: the group '{path}/vars' is missing")
+                continue
+            raise SavingError(display, problem)
         if path in used:
             raise SavingError(display, f"the weights in '{path}/vars' would be loaded into two layers")
         used.add(path)
         keys = _indexed(grp, display)
         if len(keys) != len(e.weights):
-            raise SavingError(display, f"layer '{e.layer.name}' ({type(e.layer).__name__}) has "
-                                       f"{len(e.weights)} weights, but '{path}/vars' holds {len(keys)}")
+            if skip_mismatch:
+                _skip(display, f"skipping {label}: it has {len(e.weights)} weights, '{path}/vars' "
+                               f"holds {len(keys)}")
+                continue
+            raise SavingError(display, f"{label} has {len(e.weights)} weights, but '{path}/vars' "
+                                       f"holds {len(keys)}")
         for k, w in zip(keys, e.weights):
             try:
-                values[id(w)] = h5files.dataset(grp, k, display, shape=w.shape)
+                obj = h5files.dataset_obj(grp, k, display, shape=None if skip_mismatch else w.shape)
+                if tuple(obj.shape) != w.shape:
+                    _skip(display, f"skipping weight '{w.path}' of {label}: the model expects shape "
+                                   f"{w.shape}, the file holds {tuple(obj.shape)}")
+                    continue
+                values[id(w)] = h5files.read_array(obj, w.dtype)
             except SavingError as err:
-                raise SavingError(display, f"layer '{e.layer.name}', weight '{w.name}': "
-                                           f"{err.problem}") from None
+                raise SavingError(display, f"{label}, weight '{w.name}': {err.problem}") from None
     extra = sorted(p for p, g in groups.items()
                    if p not in used and p.split("/")[0] in ("layers", "_layer_checkpoint_dependencies")
                    and len(g.keys()))
     if extra:
-        raise SavingError(display, f"the file holds weights for layers the model does not have: "
-                                   f"{extra[:6]}{' ...' if len(extra) > 6 else ''}")
+        msg = (f"the file holds weights for layers the model does not have: "
+               f"{extra[:6]}{' ...' if len(extra) > 6 else ''}")
+        if not skip_mismatch:
+            raise SavingError(display, msg)
+        _skip(display, f"{msg} (ignored)")
     plan = None
-    if with_optimizer and getattr(model, "optimizer", None) is not None and "optimizer" in groups:
+    opt = getattr(model, "optimizer", None)
+    if with_optimizer and opt is not None and id(opt) not in skip_ids and "optimizer" in groups:
         grp = groups["optimizer"]
         keys = _indexed(grp, display)
-        dsets = []
-        for k in keys:
-            d = grp[k]
-            if not isinstance(d, h5py.Dataset) or d.dtype.kind not in "fiub":
-                raise SavingError(display, f"'{grp.name}/{k}' should be a numeric dataset")
-            dsets.append(d)
-        plan = optimizer_state.plan(model, [None] * len(keys),
-                                    lambda i: np.asarray(dsets[i][()]),
-                                    [d.shape for d in dsets], display)
+        dsets = [h5files.dataset_obj(grp, k, display) for k in keys]
+        plan = optimizer_state.plan(model, [None] * len(keys), lambda i: h5files.read_array(dsets[i]),
+                                    [d.shape for d in dsets], display, skip_mismatch=skip_mismatch)
     return values, plan

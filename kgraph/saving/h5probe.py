@@ -1,0 +1,215 @@
+"""Walks an untrusted HDF5 file's structure where a crash cannot hurt: in another process.
+
+The HDF5 C library can crash (segmentation fault) or loop forever on a damaged file.
+Measured with HDF5 2.0 on 20,000 byte-flipped kgraph files: 10 crashes and 9 endless
+loops, all while reading an attribute (variable-length strings point into a global heap
+that the library follows without bounds checks); reading a contiguous dataset is a
+bounds-checked plain read. So the probe touches all metadata a loader will touch (every
+link, every attribute, every dataset's header, the chunk index of non-contiguous data)
+and the loader then reads the same bytes in its own process.
+
+It also refuses what a Keras file never holds but a hostile one could use to read other
+files: external links, datasets stored in external raw files, virtual datasets.
+
+A file to probe may be a byte range of another file (a `.keras` archive's stored member):
+RangeFile serves such a range to h5py, here and in the loader (which also writes archive
+members through it).
+
+This module imports only the standard library, numpy and h5py, so that the helper
+(`python -c` loading this file by path, see kgraph/saving/preflight.py) starts fast;
+`serve()` is its main loop: one JSON request per line on stdin, one reply per line.
+"""
+from __future__ import annotations
+
+import contextlib
+import io
+import json
+import os
+import signal
+import sys
+
+import h5py
+import numpy as np
+
+# Datasets whose data the probe reads (non-contiguous ones) up to this size.
+MAX_PROBE_READ = 1 << 31
+
+
+def pread_into(fd, view, offset):
+    """Reads into `view` from file offset `offset`; the number of bytes read."""
+    if hasattr(os, "preadv"):
+        return os.preadv(fd, [view], offset)
+    os.lseek(fd, offset, os.SEEK_SET)  # (no preadv: Windows) each fd has one user
+    data = os.read(fd, len(view))
+    view[:len(data)] = data
+    return len(data)
+
+
+def pwrite_all(fd, data, offset):
+    """Writes all of `data` at file offset `offset`."""
+    view = memoryview(data).cast("B")
+    done = 0
+    while done < len(view):
+        if hasattr(os, "pwrite"):
+            done += os.pwrite(fd, view[done:], offset + done)
+        else:
+            os.lseek(fd, offset + done, os.SEEK_SET)
+            done += os.write(fd, view[done:])
+    return done
+
+
+class RangeFile(io.RawIOBase):
+    """Bytes [offset, offset + length) of a file as a seekable file object (a zip member
+    stored uncompressed), for h5py's file-object driver. Writable when opened with
+    `write=True` (length then grows with what is written)."""
+
+    def __init__(self, path, offset=0, length=None, write=False):
+        super().__init__()
+        flags = (os.O_RDWR | os.O_CREAT) if write else os.O_RDONLY
+        self._fd = os.open(path, flags | getattr(os, "O_BINARY", 0), 0o600)
+        self._offset, self._pos, self._write = int(offset), 0, write
+        if length is None:
+            length = max(0, os.fstat(self._fd).st_size - self._offset)
+        self._length = int(length)
+
+    def readable(self):
+        return True
+
+    def writable(self):
+        return self._write
+
+    def seekable(self):
+        return True
+
+    def seek(self, pos, whence=io.SEEK_SET):
+        base = {io.SEEK_SET: 0, io.SEEK_CUR: self._pos, io.SEEK_END: self._length}[whence]
+        if base + pos < 0:
+            raise OSError(f"seek to a negative position ({base + pos})")
+        self._pos = base + pos
+        return self._pos
+
+    def tell(self):
+        return self._pos
+
+    def readinto(self, buffer):
+        view = memoryview(buffer).cast("B")
+        n = min(len(view), max(0, self._length - self._pos))
+        if n == 0:
+            return 0
+        got = pread_into(self._fd, view[:n], self._offset + self._pos)
+        self._pos += got
+        return got
+
+    def write(self, data):
+        if not self._write:
+            raise io.UnsupportedOperation("not opened for writing")
+        done = pwrite_all(self._fd, data, self._offset + self._pos)
+        self._pos += done
+        self._length = max(self._length, self._pos)
+        return done
+
+    def truncate(self, size=None):
+        if not self._write:
+            raise io.UnsupportedOperation("not opened for writing")
+        size = self._pos if size is None else int(size)
+        os.ftruncate(self._fd, self._offset + size)
+        self._length = size
+        return size
+
+    def fileno(self):
+        return self._fd
+
+    def close(self):
+        if not self.closed:
+            os.close(self._fd)
+        super().close()
+
+
+@contextlib.contextmanager
+def open_hdf5(path, offset=0, length=None):
+    """An h5py file for reading: the file itself, or a byte range of it."""
+    if offset == 0 and length is None:
+        with h5py.File(path, "r") as f:
+            yield f
+    else:
+        with RangeFile(path, offset, length) as rf, h5py.File(rf, "r") as f:
+            yield f
+
+
+def refused(obj):
+    """Why a dataset (h5py Dataset or its id) is refused (it would read other files), or None."""
+    dsid = obj.id if isinstance(obj, h5py.Dataset) else obj
+    plist = dsid.get_create_plist()
+    name = obj.name if isinstance(obj, h5py.Dataset) else h5py.h5i.get_name(dsid).decode("utf8", "replace")
+    if plist.get_layout() == h5py.h5d.VIRTUAL:
+        return f"dataset '{name}' is a virtual dataset (it maps other files)"
+    if plist.get_external_count() > 0:
+        return f"dataset '{name}' keeps its data in external files"
+    return None
+
+
+def _read_attributes(oid, count):
+    for i in range(count):
+        aid = h5py.h5a.open(oid, index=i)
+        if aid.get_space().get_simple_extent_type() == h5py.h5s.NULL:
+            continue
+        dtype = aid.dtype
+        aid.read(np.zeros(aid.shape, dtype), mtype=h5py.h5t.py_create(dtype))
+
+
+def walk(f):
+    """Touches every piece of metadata a loader reads (with h5py's low-level API: a third
+    of the high-level walk's time). Returns a problem (text) for a file that is
+    well-formed but refused, else None; a damaged file raises (or crashes)."""
+    problems = []
+
+    def link(name, info):
+        if info.type not in (h5py.h5l.TYPE_HARD, h5py.h5l.TYPE_SOFT):
+            problems.append(f"'{name.decode('utf8', 'replace')}' is an external link (to another file)")
+            return 1  # stops the visit
+        return None
+    f.id.links.visit(link, info=True)
+    if problems:
+        return problems[0]
+    _read_attributes(f.id, h5py.h5o.get_info(f.id).num_attrs)  # the root (not visited)
+
+    def visit(name, info):
+        oid = h5py.h5o.open(f.id, name)
+        _read_attributes(oid, info.num_attrs)
+        if info.type == h5py.h5o.TYPE_DATASET:
+            _ = oid.shape, oid.dtype
+            why = refused(oid)
+            if why:
+                problems.append(why)
+                return 1
+            if oid.get_create_plist().get_layout() != h5py.h5d.CONTIGUOUS:
+                ds = h5py.Dataset(oid)
+                if ds.nbytes <= MAX_PROBE_READ:
+                    _ = ds[()]  # parses the chunk index
+        return None
+    h5py.h5o.visit(f.id, visit, info=True)
+    return problems[0] if problems else None
+
+
+def probe(path, offset=0, length=None):
+    """{"ok": True} or {"ok": False, "problem" | "error": text} for one file."""
+    try:
+        with open_hdf5(path, offset, length) as f:
+            problem = walk(f)
+    except Exception as e:  # a damaged file: the loader reports it
+        return {"ok": False, "error": f"{type(e).__name__}: {e}"}
+    return {"ok": True} if problem is None else {"ok": False, "problem": problem}
+
+
+def serve():
+    """The helper's loop: requests {"path", "offset", "length"} on stdin, replies on stdout."""
+    if hasattr(signal, "SIGINT"):
+        signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C is for the loading process
+    out = sys.stdout
+    out.write("ready\n")
+    out.flush()
+    for line in sys.stdin:
+        req = json.loads(line)
+        reply = probe(req["path"], req.get("offset", 0), req.get("length"))
+        out.write(json.dumps(reply) + "\n")
+        out.flush()
