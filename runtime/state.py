@@ -25,7 +25,8 @@ class TrainingState:
         self._names: dict[int, str] = {}
         # slot key (variable path, slot name) -> (buffer name, offset or None, shape)
         self._slot_where: dict = {}
-        self._restored: dict = {}     # slot key -> value to start from (a loaded optimizer state)
+        # slot key -> value to start from (a loaded optimizer state, in Keras's units)
+        self._restored: dict = {}
         from kgraph.runtime.session import device
         self.device = device()
         self._ortvalues: list[dict[str, ort.OrtValue]] = [{}, {}]
@@ -107,7 +108,9 @@ class TrainingState:
         where = self._slot_where.get(key)
         if where is not None and where[0] in self.buffers[0]:
             return self._slot_read(where)
-        return self._restored.pop(key, None)
+        value = self._restored.pop(key, None)
+        scale = self.optimizer.slot_scale(key[1])
+        return value * scale if value is not None and scale != 1.0 else value
 
     def _slot_read(self, where) -> np.ndarray:
         name, offset, shape = where
@@ -122,27 +125,43 @@ class TrainingState:
         """Start optimizer slots from saved values: {slot key: array}, keys (variable path,
         slot name), or ("", name) for a global slot; values as Keras holds them (the
         runtime's may be rescaled: Optimizer.slot_scale). Slots that exist already are
-        overwritten in both buffer sets; the others take the value when a step graph
-        first creates them."""
+        overwritten; the others take the value when a step graph first creates them (the
+        arrays are kept until then, not copied: pass arrays nobody else changes)."""
         for key, value in values.items():
             scale = self.optimizer.slot_scale(key[1])
             where = self._slot_where.get(key)
             if where is not None and where[0] in self.buffers[0]:
-                self._write_both(where[0], np.asarray(value) * scale if scale != 1.0 else value, where[1])
-            else:   # kept until a step graph creates the slot: a copy, in runtime units
-                self._restored[key] = np.asarray(value) * scale if scale != 1.0 else np.array(value, copy=True)
+                self._write_slot(where[0], value, where[1], scale)
+            else:   # kept (not copied) until a step graph creates the slot
+                self._restored[key] = np.asarray(value)
+
+    def _write_slot(self, name, value, offset, scale):
+        """Sets a slot (or its part from `offset`) to value * scale in the current buffer set
+        only: every step writes all of its slots into the other set, so that set is never
+        read before it is overwritten (weights differ: a frozen weight is never written)."""
+        if self.device == "cuda":
+            ov = self._ortvalues[self.parity][name]
+            host = ov.numpy()
+            view = host if offset is None else host.reshape(-1)[offset:offset + np.size(value)]
+            np.multiply(np.reshape(value, view.shape), scale, out=view, casting="unsafe")
+            ov.update_inplace(host)
+            return
+        buf = self.buffers[self.parity][name]
+        view = buf if offset is None else buf.reshape(-1)[offset:offset + np.size(value)]
+        np.multiply(np.reshape(value, view.shape), scale, out=view, casting="unsafe")
 
     def slot_values(self) -> dict:
         """The optimizer slots' current values as Keras holds them ({slot key: array copy}),
         including restored values not yet taken up by a step graph."""
-        out = {key: np.array(v, copy=True) for key, v in self._restored.items()}
+        out = {}
         for key, where in self._slot_where.items():
             if where[0] in self.buffers[0]:
-                out[key] = self._slot_read(where)
-        for key, v in out.items():   # own copies: back to Keras's units in place
-            scale = self.optimizer.slot_scale(key[1])
-            if scale != 1.0:
-                np.divide(v, scale, out=v, casting="unsafe")
+                v = out[key] = self._slot_read(where)       # a copy: back to Keras's units in place
+                scale = self.optimizer.slot_scale(key[1])
+                if scale != 1.0:
+                    np.divide(v, scale, out=v, casting="unsafe")
+        for key, v in self._restored.items():
+            out[key] = np.array(v, copy=True)
         return out
 
     def current(self, name) -> np.ndarray:
