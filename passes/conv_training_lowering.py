@@ -85,14 +85,6 @@ def match_pool(graph, nid):
     return None
 
 
-def _window(xt, i, j, ho, wo):
-    """xt[:, i:i+ho, j:j+wo, :] (xt itself when that is all of it)."""
-    from kgraph.ir import ops
-    if (i, j, ho, wo) == (0, 0) + tuple(xt.shape[1:3]):
-        return xt
-    return ops.slice_(xt, (1, 2), (i, j), (i + ho, j + wo))
-
-
 def _im2col_conv(graph, nid):
     from kgraph.ir import ops
     node = graph.g.nodes[nid]
@@ -108,10 +100,9 @@ def _im2col_conv(graph, nid):
     xt = ops.transpose(x, TO_LAST)
     if pt or pl or pb or pr:
         xt = ops.pad(xt, (0, pt, pl, 0), (0, pb, pr, 0))
-    cols = [_window(xt, i, j, ho, wo) for i in range(kh) for j in range(kw)]
-    p = ops.concat(cols, axis=0) if len(cols) > 1 else cols[0]
-    p = ops.reshape(p, (kh * kw * c, -1))
-    w2 = ops.reshape(ops.transpose(w, (0, 2, 3, 1)), (m, kh * kw * c))
+    # (c*kh*kw, ho*wo*n), rows (c, i, j); a 1x1 kernel reads the image as it is
+    p = ops.reshape(xt, (c, -1)) if (kh, kw) == (1, 1) else ops.im2col(xt, kh, kw)
+    w2 = ops.reshape(w, (m, c * kh * kw))
     z = ops.reshape(ops.matmul(w2, p), (m, ho, wo, -1))
     if b is not None:
         z = z + ops.reshape(b, (m, 1, 1, 1))

@@ -118,3 +118,31 @@ def test_one_sgd_step_matches_onnx_conv():
         ctl.set_conv_training_lowering(before)
     for a, b in zip(*results):
         np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-5)
+
+
+def test_im2col_and_col2im_against_numpy():
+    """im2col's rows are (channel, i, j) and its columns (y, z, batch); col2im adds every
+    patch entry back to its pixel (the adjoint: <im2col(x), p> == <x, col2im(p)>)."""
+    import kgraph.ir as ir
+    from kgraph.ir import ops
+    from kgraph.lower import lower
+    import onnxruntime as ort
+    rng = np.random.default_rng(0)
+    x = rng.normal(size=(3, 6, 5, 4)).astype(np.float32)
+    p = rng.normal(size=(3 * 3 * 2, 4 * 4 * 4)).astype(np.float32)
+    g = ir.Graph("patches")
+    xv = g.add_input("x", (3, 6, 5, None), np.float32)
+    pv = g.add_input("p", (18, None), np.float32)
+    with ops.building(g):
+        g.set_outputs([("cols", ops.im2col(xv, 3, 2)), ("img", ops.col2im(pv, xv, 3, 2))])
+    sess = ort.InferenceSession(lower(g).SerializeToString(), providers=["CPUExecutionProvider"])
+    cols, img = sess.run(None, {"x": x, "p": p})
+    ref = np.stack([x[:, i:i + 4, j:j + 4, :] for i in range(3) for j in range(2)], axis=1)
+    np.testing.assert_array_equal(cols, ref.reshape(18, -1))
+    back = np.zeros_like(x)
+    pr = p.reshape(3, 3, 2, 4, 4, 4)
+    for i in range(3):
+        for j in range(2):
+            back[:, i:i + 4, j:j + 4, :] += pr[:, i, j]
+    np.testing.assert_allclose(img, back, rtol=1e-6, atol=1e-6)
+    np.testing.assert_allclose(np.vdot(cols, p), np.vdot(x, img), rtol=1e-5)

@@ -89,6 +89,9 @@ CASES = {
     # unnormalised probabilities (the renormalisation's gradient); eps 0.05 clips the first
     # column (q ~ 0.004 to 0.012), so the clip's mask is checked too; in the fused op the
     # -3.0 and -0.4 logits give q < 0.05
+    # batch-innermost (c, h, w, n) images, a 2x3 kernel; col2im is im2col's adjoint
+    "im2col": (lambda x: ops.im2col(x, 2, 3), [r(2, 4, 5, 3)], None),
+    "col2im": (lambda p, like: ops.col2im(p, like, 2, 3), [r(12, 27), r(2, 4, 5, 3)], [0]),
     "crossentropy": (lambda y, p: ops.crossentropy(y, p, -1, 0.05),
                      [r(3, 5, lo=0.0, hi=1.0), np.array([[0.01, 0.5, 0.9, 0.3, 0.6], [0.02, 0.2, 0.4, 0.7, 0.1],
                                                          [0.01, 0.3, 0.2, 0.3, 0.05]]) * 1.3],

@@ -13,6 +13,7 @@ from kgraph.ir.ops.shape import (  # noqa: F401
     concat, expand, expand_like, gather, pad, reshape, reshape_like, scatter_add, slice_, squeeze,
     transpose, unsqueeze)
 from kgraph.ir.ops.pair_max import pair_max  # noqa: F401
+from kgraph.ir.ops.patches import col2im, im2col  # noqa: F401
 from kgraph.ir.ops.crossentropy import crossentropy, softmax_crossentropy  # noqa: F401
 from kgraph.ir.ops.split import split  # noqa: F401
 from kgraph.ir.ops.unary import (  # noqa: F401
