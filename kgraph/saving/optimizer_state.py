@@ -146,12 +146,8 @@ def plan(model, names, read, shapes, display, skip_mismatch=False) -> Restore | 
     for i, (kind, w, sname) in enumerate(ents):
         want = () if w is None else w.shape
         if tuple(shapes[i]) != tuple(want):
-            problem = (f"optimizer variable #{i} ({names[i] or kind}) has shape "
-                       f"{tuple(shapes[i])}, expected {tuple(want)}")
-            if skip_mismatch:
-                _warn(display, problem)
-                return None
-            raise SavingError(display, problem)
+            return _mismatch(display, f"optimizer variable #{i} ({names[i] or kind}) has shape "
+                                      f"{tuple(shapes[i])}, expected {tuple(want)}", skip_mismatch)
     out = Restore(slots={})
     for i, (kind, w, sname) in enumerate(ents):
         value = read(i)
@@ -164,6 +160,15 @@ def plan(model, names, read, shapes, display, skip_mismatch=False) -> Restore | 
         else:
             out.slots[("", sname)] = np.asarray(value, np.float32)
     return out
+
+
+def _mismatch(display, problem, skip_mismatch):
+    """A saved optimizer state that does not fit: with skip_mismatch a warning and no state
+    (None: the optimizer starts fresh), else a SavingError."""
+    if skip_mismatch:
+        _warn(display, problem)
+        return None
+    raise SavingError(display, problem)
 
 
 def _plan_tf2(model, names, read, shapes, display, skip_mismatch=False):
@@ -196,12 +201,8 @@ def _plan_tf2(model, names, read, shapes, display, skip_mismatch=False):
         if var is None:
             continue  # e.g. Nadam's momentum_cache: no kgraph counterpart
         if tuple(shapes[i]) != var.shape:
-            problem = (f"optimizer variable '{raw}' has shape {tuple(shapes[i])}, "
-                       f"but weight '{var.path}' has shape {var.shape}")
-            if skip_mismatch:
-                _warn(display, problem)
-                return None
-            raise SavingError(display, problem)
+            return _mismatch(display, f"optimizer variable '{raw}' has shape {tuple(shapes[i])}, "
+                                      f"but weight '{var.path}' has shape {var.shape}", skip_mismatch)
         out.slots[(var.path, slot)] = np.asarray(read(i), var.dtype)
     for w in weights.values():
         for s in opt.slot_names:
