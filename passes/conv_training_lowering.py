@@ -3,13 +3,14 @@
 With the weights as graph inputs, onnxruntime's fast (NCHWc) convolution kernels never
 apply and the Conv gradients (ConvTranspose, a dilated Conv) are slow. Written in a
 batch-innermost (C, H, W, N) layout with plain primitives, the forward is one big matrix
-product and autodiff derives a backward of large matrix products plus slice/pad
-bookkeeping:
+product and autodiff derives a backward of large matrix products plus im2col's adjoint
+(col2im) and the pools' masks:
 
   conv(x, W, b)  (stride 1, dilation 1, groups 1, 2-D, static C/H/W), also `conv_act`:
       xt = transpose(x, N->last), zero-padded on H, W
-      P  = concat over kernel offsets (i, j) of slice(xt, i:i+Ho, j:j+Wo)   (kh*kw*C, Ho, Wo, N)
-      y  = reshape(W' @ reshape(P, (kh*kw*C, -1))) + b, W' = W as (M, kh*kw*C), then act
+      P  = im2col(xt): rows (c, i, j) = slice(xt, i:i+Ho, j:j+Wo) of channel c   (C*kh*kw, Ho*Wo*N)
+      y  = reshape(W' @ P) + b, W' = W as (M, C*kh*kw) (a reshape, no transpose), then act
+      (im2col's gradient is col2im, one ONNX Col2Im: kgraph/ir/ops/patches.py)
   max_pool(x) with kernel == strides == 2, no pads (an odd last row/column is dropped):
       pair_max (max over axis 1, a gradient rule without Expand) of xt viewed as
       (C*H/2, 2, W*N), then as (C*H/2*W/2, 2, N); pool(relu(v)) becomes relu(pool(v))
