@@ -4,8 +4,8 @@ from __future__ import annotations
 import os
 
 from kgraph.passes import (  # noqa: F401 (registers the passes)
-    cleanup, constant_folding, conv_training_lowering, cse, fold_affine, fusion_conv, fusion_dense,
-    fusion_softmax_crossentropy, layout)
+    cleanup, constant_folding, conv_training_lowering, cse, flatten_order, fold_affine, fusion_conv,
+    fusion_dense, fusion_softmax_crossentropy, layout)
 from kgraph.passes.infra import PassManager
 
 PIPELINES = {
@@ -16,7 +16,7 @@ PIPELINES = {
                   "fold_affine_into_conv", "fuse_conv_activation", "dead_code_elimination"],
     # forward + loss of a training graph, before autodiff: fused ops get fused gradients
     "training_forward": ["remove_identities", "layout_transposes", "conv_training_lowering",
-                         "layout_transposes", "common_subexpression_elimination",
+                         "layout_transposes", "flatten_order_into_weight", "common_subexpression_elimination",
                          "fuse_dense_activation", "fuse_conv_activation", "fuse_softmax_crossentropy",
                          "dead_code_elimination"],
     # the whole train step after autodiff and the optimizer update

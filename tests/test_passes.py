@@ -476,3 +476,93 @@ def test_reduce_sum_over_rows_lowers_to_a_vector_product():
             s, narrow = run(g, feeds, target)
             np.testing.assert_allclose(s, feeds["x"].sum(axis=0), rtol=1e-5, atol=1e-6)
             np.testing.assert_allclose(narrow, feeds["x"][:, :4].sum(axis=0), rtol=1e-5, atol=1e-6)
+
+
+# ---- flatten_order_into_weight ---------------------------------------------------------
+def flatten_graph(between="relu", perm=(3, 1, 2, 0), extra_reader=False):
+    g = ir.Graph("flatten")
+    x = g.add_input("x", (4, 3, 2, None), np.float32)      # (c, h, w, n), batch innermost
+    w = g.add_input("w", (24, 5), np.float32)
+    b = g.add_input("b", (5,), np.float32)
+    with ops.building(g):
+        t = ops.transpose(x, perm)
+        flat = ops.reshape(t, (0, 24))
+        h = getattr(ops, between)(flat) if between else flat
+        outs = [("y", ops.matmul(h, w) + b)]
+        if extra_reader:
+            outs.append(("flat", flat))
+    g.set_outputs(outs)
+    return g
+
+
+FLAT_FEEDS = {"x": rng.normal(size=(4, 3, 2, 6)).astype(np.float32),
+              "w": rng.normal(size=(24, 5)).astype(np.float32), "b": rng.normal(size=(5,)).astype(np.float32)}
+
+
+@pytest.mark.parametrize("perm", [(3, 1, 2, 0), (3, 2, 1, 0)])
+def test_flatten_order_into_weight_positive_numeric_and_gradients(perm):
+    from kgraph.passes import flatten_order
+
+    def outputs(rewrite):
+        g = flatten_graph(perm=perm)
+        if rewrite:
+            assert flatten_order.flatten_order_into_weight(g) is True
+            perms = [g.g.nodes[n]["attrs"]["perm"] for n in g.g.nodes if g.g.nodes[n]["op"] == "transpose"]
+            assert (3, 0, 1, 2) in perms and perm not in perms     # the batch-sized one only moves n
+            assert flatten_order.flatten_order_into_weight(g) is False
+        y = dict(g.outputs)["y"]
+        with ops.building(g):
+            grads = gradients(g, ops.reduce_sum(y * y), g.inputs)
+        g.set_outputs([("y", y)] + [(f"g{i}", v) for i, v in enumerate(grads)])
+        return run(g, FLAT_FEEDS)
+    for a, b in zip(outputs(True), outputs(False)):
+        np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-5)
+
+
+@pytest.mark.parametrize("kwargs, reason", [
+    ({"perm": (3, 0, 1, 2)}, "the feature axes keep their order already"),
+    ({"perm": (0, 2, 1, 3)}, "the transpose does not move the last axis to the front"),
+    ({"between": "softmax"}, "the features reach a 'softmax' before a dense layer"),
+    ({"extra_reader": True}, "the flattened features have several readers (or are an output)"),
+])
+def test_flatten_order_into_weight_negative(kwargs, reason):
+    from kgraph.passes import flatten_order
+    if kwargs.get("between") == "softmax":
+        g = ir.Graph("flatten")
+        x = g.add_input("x", (4, 3, 2, None), np.float32)
+        w = g.add_input("w", (24, 5), np.float32)
+        with ops.building(g):
+            g.set_outputs([("y", ops.matmul(ops.softmax(ops.reshape(ops.transpose(x, (3, 1, 2, 0)), (0, 24)), -1), w))])
+    else:
+        g = flatten_graph(**kwargs)
+    t = next(n for n in g.g.nodes if g.g.nodes[n]["op"] == "transpose")
+    assert flatten_order.match(g, t) == reason
+    assert flatten_order.flatten_order_into_weight(g) is False
+
+
+def test_cnn_training_with_flatten_order_matches_without():
+    """Conv -> pool -> Flatten -> Dense, 3 Adam steps with the pass and without it."""
+    from kgraph.passes import pipelines
+
+    def train(on):
+        kgraph.utils.set_random_seed(5)
+        model = kgraph.Sequential([kgraph.Input(shape=(8, 8, 2)), layers.Conv2D(4, 3, activation="relu"),
+                                   layers.MaxPooling2D(), layers.Flatten(), layers.Dense(3, activation="softmax")])
+        model.compile(optimizer="adam", loss="categorical_crossentropy")
+        saved = list(pipelines.PIPELINES["training_forward"])
+        if not on:
+            pipelines.PIPELINES["training_forward"].remove("flatten_order_into_weight")
+        try:
+            losses = [float(model.train_on_batch(xs, ys)) for _ in range(3)]
+            g = next(iter(model._runners.values())).ir
+            perms = {g.g.nodes[n]["attrs"]["perm"] for n in g.g.nodes if g.g.nodes[n]["op"] == "transpose"}
+        finally:
+            pipelines.PIPELINES["training_forward"][:] = saved
+        return losses, model.get_weights(), perms
+    xs = rng.normal(size=(10, 8, 8, 2)).astype(np.float32)
+    ys = np.eye(3, dtype=np.float32)[rng.integers(0, 3, 10)]
+    (l1, w1, p1), (l0, w0, p0) = train(True), train(False)
+    assert (3, 0, 1, 2) in p1 and (3, 0, 1, 2) not in p0     # the flatten moves only the batch
+    np.testing.assert_allclose(l1, l0, rtol=1e-5)
+    for a, b in zip(w1, w0):
+        np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-6)
