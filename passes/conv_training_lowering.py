@@ -121,10 +121,32 @@ def _relu_before(graph, x):
     return x.node
 
 
+def _bias_before(graph, x):
+    """(z, bias) when x = transpose(z + bias, TO_FIRST), bias a per-channel (c, 1, 1, 1)
+    tensor (a lowered conv's output) and x's only reader is the pool (or its relu); else None."""
+    if graph.g.nodes[x.node]["op"] != "transpose" or tuple(graph.g.nodes[x.node]["attrs"]["perm"]) != TO_FIRST:
+        return None
+    if len(graph.consumers(x)) != 1 or any(o == x for _, o in graph.outputs):
+        return None
+    (s,) = graph.node_inputs(x.node)
+    if graph.g.nodes[s.node]["op"] != "add" or len(graph.consumers(s)) != 1 \
+            or any(o == s for _, o in graph.outputs):
+        return None
+    a, b = graph.node_inputs(s.node)
+    c = s.shape[0]
+    for z, bias in ((a, b), (b, a)):
+        if tuple(bias.shape) == (c, 1, 1, 1) and tuple(z.shape) == tuple(s.shape):
+            return z, bias
+    return None
+
+
 def _reshape_pool(graph, nid):
     """Two single-axis maxima over contiguous halves (rows, then columns): one ReduceMax
     over two non-adjacent axes, and its broadcast mask, measured several times slower.
-    pool(relu(v)) becomes relu(pool(v)) (relu is monotone): a quarter of the relu work."""
+    pool(relu(v)) becomes relu(pool(v)) (relu is monotone): a quarter of the relu work;
+    and pool(z + b) becomes pool(z) + b for a conv's per-channel bias b (adding a constant
+    keeps the order within a window, exactly in floating point): a quarter of the bias
+    add and of its gradient's sum."""
     from kgraph.ir import ops
     (x,) = graph.node_inputs(nid)
     (y,) = graph.node_outputs(nid)
@@ -133,12 +155,15 @@ def _reshape_pool(graph, nid):
         (x,) = graph.node_inputs(relu)
     c, h, w = x.shape[1:]
     ho, wo = h // 2, w // 2
-    xt = ops.transpose(x, TO_LAST)
+    biased = _bias_before(graph, x)
+    xt = biased[0] if biased is not None else ops.transpose(x, TO_LAST)
     if (h, w) != (2 * ho, 2 * wo):  # VALID pooling drops the odd last row / column
         xt = ops.slice_(xt, (1, 2), (0, 0), (2 * ho, 2 * wo))
     rows = ops.pair_max(ops.reshape(xt, (c * ho, 2, -1)))
     cols = ops.pair_max(ops.reshape(rows, (c * ho * wo, 2, -1)))
     out = ops.reshape(cols, (c, ho, wo, -1))
+    if biased is not None:
+        out = out + biased[1]
     if relu is not None:
         out = ops.relu(out)
     return y, ops.transpose(out, TO_FIRST), relu

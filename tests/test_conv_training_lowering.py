@@ -146,3 +146,20 @@ def test_im2col_and_col2im_against_numpy():
             back[:, i:i + 4, j:j + 4, :] += pr[:, i, j]
     np.testing.assert_allclose(img, back, rtol=1e-6, atol=1e-6)
     np.testing.assert_allclose(np.vdot(cols, p), np.vdot(x, img), rtol=1e-5)
+
+
+@pytest.mark.parametrize("act", [True, False])
+def test_conv_bias_moves_after_the_pool(lowering_on, act):
+    """pool(relu(conv + b)) -> relu(pool(conv) + b): the per-channel bias is added to the
+    pooled quarter of the image (exact: adding a constant keeps the order in a window)."""
+    from kgraph.passes.cleanup import dead_code_elimination
+    g = conv_pool_graph(0, 9, act=act)
+    feeds = {"x": rng.normal(size=(4, 3, 9, 9)).astype(np.float32),
+             "w": rng.normal(size=(5, 3, 3, 3)).astype(np.float32),
+             "b": rng.normal(size=(5,)).astype(np.float32)}
+    y0 = run(g, feeds)[0]
+    ctl.conv_training_lowering(g)
+    dead_code_elimination(g)
+    adds = [g.node_outputs(n)[0].shape for n in g.g.nodes if g.g.nodes[n]["op"] == "add"]
+    assert adds == [(5, 3, 3, None)], adds          # pooled (c, h/2, w/2, n), not (5, 7, 7, n)
+    np.testing.assert_array_equal(run(g, feeds)[0], y0)
