@@ -20,7 +20,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from kgraph.passes.infra import graph_pass
+from kgraph.passes.infra import graph_pass, matches
 from kgraph.passes.layout import ELEMENTWISE_UNARY, _only_reader
 
 PASS_THROUGH = ELEMENTWISE_UNARY | {"dropout"}
@@ -74,13 +74,7 @@ def flatten_order_into_weight(graph) -> bool:
     from kgraph.ir import ops
     changed = False
     with ops.building(graph):
-        for nid in list(graph.topological_order()):
-            if nid not in graph.g:
-                continue
-            m = match(graph, nid)
-            if isinstance(m, str):
-                continue
-            tid, rid, did = m
+        for _, (tid, rid, did) in matches(graph, match):
             perm = tuple(graph.g.nodes[tid]["attrs"]["perm"])
             (x,) = graph.node_inputs(tid)
             r = len(perm)

@@ -10,7 +10,7 @@ Guarantee: outputs (and gradients derived afterwards) unchanged within float rou
 from __future__ import annotations
 
 from kgraph.ir.ops.fused import FUSABLE_ACTIVATIONS
-from kgraph.passes.infra import graph_pass
+from kgraph.passes.infra import graph_pass, matches
 
 
 def _single_reader(graph, v):
@@ -51,13 +51,7 @@ def match(graph, nid):
 def fuse_dense_activation(graph) -> bool:
     """Fuses matmul + bias add (+ relu/sigmoid/tanh) into `dense`. Outputs unchanged."""
     changed = False
-    for nid in list(graph.topological_order()):
-        if nid not in graph.g or graph.g.nodes[nid]["op"] != "matmul":
-            continue
-        m = match(graph, nid)
-        if isinstance(m, str):
-            continue
-        x, w, b, act_node, add_id, out = m
+    for nid, (x, w, b, act_node, add_id, out) in matches(graph, match):
         act = graph.g.nodes[act_node]["op"] if act_node is not None else "linear"
         (fused,) = graph.add_node("dense", [x, w, b], {"activation": act})
         graph.replace_uses(out, fused)

@@ -11,7 +11,7 @@ rounding.
 """
 from __future__ import annotations
 
-from kgraph.passes.infra import graph_pass
+from kgraph.passes.infra import graph_pass, matches
 
 
 def match(graph, nid):
@@ -34,12 +34,7 @@ def match(graph, nid):
 def fuse_softmax_crossentropy(graph) -> bool:
     """Rewrites crossentropy(y, softmax(z)) to softmax_crossentropy(y, z, p). Loss unchanged."""
     changed = False
-    for nid in list(graph.topological_order()):
-        if nid not in graph.g:
-            continue
-        m = match(graph, nid)
-        if isinstance(m, str):
-            continue
+    for nid, m in matches(graph, match):
         attrs = graph.g.nodes[nid]["attrs"]
         (fused,) = graph.add_node("softmax_crossentropy", list(m), dict(attrs))
         graph.replace_uses(graph.node_outputs(nid)[0], fused)

@@ -34,6 +34,17 @@ def graph_pass(name: str, fixed_point: bool = False):
     return wrap
 
 
+def matches(graph, match):
+    """(node id, match result) for each node, in topological order, that is still in the
+    graph when reached and for which `match(graph, nid)` is not a reason (a str): the loop
+    of a rewrite pass that replaces nodes as it goes."""
+    for nid in list(graph.topological_order()):
+        if nid in graph.g:
+            m = match(graph, nid)
+            if not isinstance(m, str):
+                yield nid, m
+
+
 @dataclass
 class PassRecord:
     name: str

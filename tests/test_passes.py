@@ -1,6 +1,8 @@
 """Each pass: a positive test (the rewrite happened, node counts as expected), a negative
 test (a near miss left alone, with the reason) and a numeric test (outputs, and for
 training graphs gradients, unchanged)."""
+import contextlib
+
 import numpy as np
 import onnxruntime as ort
 import pytest
@@ -38,6 +40,19 @@ def mlp_graph(act="relu", extra_reader=False, bias_shape=(4,)):
             outs.append(("mm2", mm * 2.0))
     g.set_outputs(outs)
     return g
+
+
+@contextlib.contextmanager
+def training_forward_without(name):
+    """The training_forward pipeline without pass `name` (None: as it is) inside the block."""
+    from kgraph.passes import pipelines
+    saved = list(pipelines.PIPELINES["training_forward"])
+    if name is not None:
+        pipelines.PIPELINES["training_forward"].remove(name)
+    try:
+        yield
+    finally:
+        pipelines.PIPELINES["training_forward"][:] = saved
 
 
 FEEDS = {"x": rng.normal(size=(5, 3)).astype(np.float32), "w": rng.normal(size=(3, 4)).astype(np.float32),
@@ -166,21 +181,14 @@ def test_softmax_crossentropy_fusion_negative(axis, reason):
 def test_softmax_crossentropy_fusion_in_a_trained_model_matches_unfused():
     """Five Adam steps of a softmax classifier with the training pipeline as it is and with
     the fusion pass left out: same losses and weights."""
-    from kgraph.passes import pipelines
-
     def train(fuse):
         kgraph.utils.set_random_seed(3)
         model = kgraph.Sequential([kgraph.Input(shape=(6,)), layers.Dense(5, activation="relu"),
                                    layers.Dense(3, activation="softmax")])
         model.compile(optimizer="adam", loss="categorical_crossentropy")
-        saved = list(pipelines.PIPELINES["training_forward"])
-        if not fuse:
-            pipelines.PIPELINES["training_forward"].remove("fuse_softmax_crossentropy")
-        try:
+        with training_forward_without(None if fuse else "fuse_softmax_crossentropy"):
             losses = [float(model.train_on_batch(x, y)) for _ in range(5)]
             counts = next(iter(model._runners.values())).ir.op_counts()
-        finally:
-            pipelines.PIPELINES["training_forward"][:] = saved
         return losses, model.get_weights(), counts
     x = rng.normal(size=(16, 6)).astype(np.float32) * 3
     y = np.eye(3, dtype=np.float32)[rng.integers(0, 3, 16)]
@@ -542,22 +550,15 @@ def test_flatten_order_into_weight_negative(kwargs, reason):
 
 def test_cnn_training_with_flatten_order_matches_without():
     """Conv -> pool -> Flatten -> Dense, 3 Adam steps with the pass and without it."""
-    from kgraph.passes import pipelines
-
     def train(on):
         kgraph.utils.set_random_seed(5)
         model = kgraph.Sequential([kgraph.Input(shape=(8, 8, 2)), layers.Conv2D(4, 3, activation="relu"),
                                    layers.MaxPooling2D(), layers.Flatten(), layers.Dense(3, activation="softmax")])
         model.compile(optimizer="adam", loss="categorical_crossentropy")
-        saved = list(pipelines.PIPELINES["training_forward"])
-        if not on:
-            pipelines.PIPELINES["training_forward"].remove("flatten_order_into_weight")
-        try:
+        with training_forward_without(None if on else "flatten_order_into_weight"):
             losses = [float(model.train_on_batch(xs, ys)) for _ in range(3)]
             g = next(iter(model._runners.values())).ir
             perms = {g.g.nodes[n]["attrs"]["perm"] for n in g.g.nodes if g.g.nodes[n]["op"] == "transpose"}
-        finally:
-            pipelines.PIPELINES["training_forward"][:] = saved
         return losses, model.get_weights(), perms
     xs = rng.normal(size=(10, 8, 8, 2)).astype(np.float32)
     ys = np.eye(3, dtype=np.float32)[rng.integers(0, 3, 10)]
