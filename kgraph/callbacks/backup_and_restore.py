@@ -18,7 +18,7 @@ import os
 import shutil
 
 from kgraph.callbacks.atomic_save import check_writable, save_atomically
-from kgraph.callbacks.callback import Callback
+from kgraph.callbacks.callback import BatchSaveFrequency, Callback
 
 _METADATA = "training_metadata.json"
 
@@ -30,7 +30,7 @@ def _write_json_atomically(path, data):
     save_atomically(write, path)
 
 
-class BackupAndRestore(Callback):
+class BackupAndRestore(BatchSaveFrequency, Callback):
     def __init__(self, backup_dir, save_freq="epoch", double_checkpoint=False, delete_checkpoint=True):
         super().__init__()
         if not backup_dir:
@@ -100,17 +100,6 @@ class BackupAndRestore(Callback):
     def on_train_batch_end(self, batch, logs=None):
         if self._should_save_on_batch(batch):
             self._save()
-
-    def _should_save_on_batch(self, batch):
-        if self.save_freq == "epoch":
-            return False
-        add = batch + 1 if batch <= self._last_batch_seen else batch - self._last_batch_seen
-        self._batches_seen_since_last_saving += add
-        self._last_batch_seen = batch
-        if self._batches_seen_since_last_saving >= self.save_freq:
-            self._batches_seen_since_last_saving = 0
-            return True
-        return False
 
     def _read_metadata(self, path):
         try:

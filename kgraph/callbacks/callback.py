@@ -51,3 +51,22 @@ class Callback:
     def on_test_end(self, logs=None): pass
     def on_predict_begin(self, logs=None): pass
     def on_predict_end(self, logs=None): pass
+
+
+class BatchSaveFrequency:
+    """`save_freq` counted in batches across epochs, for the callbacks that save every N
+    batches (ModelCheckpoint, BackupAndRestore). A batch-end call may cover several steps
+    (steps_per_execution), so the count advances by the difference of batch indices; an
+    index not above the last one seen (None: none yet) starts a new epoch. Uses the
+    attributes save_freq, _last_batch_seen and _batches_seen_since_last_saving."""
+
+    def _should_save_on_batch(self, batch):
+        if self.save_freq == "epoch":
+            return False
+        last = self._last_batch_seen
+        self._batches_seen_since_last_saving += batch + 1 if last is None or batch <= last else batch - last
+        self._last_batch_seen = batch
+        if self._batches_seen_since_last_saving >= self.save_freq:
+            self._batches_seen_since_last_saving = 0
+            return True
+        return False

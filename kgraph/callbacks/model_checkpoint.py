@@ -14,6 +14,7 @@ import warnings
 import numpy as np
 
 from kgraph.callbacks.atomic_save import check_writable, save_atomically
+from kgraph.callbacks.callback import BatchSaveFrequency
 from kgraph.callbacks.monitor import MonitorCallback, available_keys
 
 
@@ -23,7 +24,7 @@ def _template_free_prefix(filepath):
     return filepath if cut < 0 else os.path.join(os.path.dirname(filepath[:cut]), ".kgraph-write-probe")
 
 
-class ModelCheckpoint(MonitorCallback):
+class ModelCheckpoint(BatchSaveFrequency, MonitorCallback):
     def __init__(self, filepath, monitor="val_loss", verbose=0, save_best_only=False,
                  save_weights_only=False, mode="auto", save_freq="epoch", initial_value_threshold=None):
         super().__init__(monitor, mode, initial_value_threshold)
@@ -65,22 +66,6 @@ class ModelCheckpoint(MonitorCallback):
     def on_epoch_end(self, epoch, logs=None):
         if self.save_freq == "epoch":
             self._save_model(epoch=epoch, batch=None, logs=logs)
-
-    def _should_save_on_batch(self, batch):
-        """Counts batches across epochs; a call may cover several steps
-        (steps_per_execution), so the count advances by the batch index difference."""
-        if self.save_freq == "epoch":
-            return False
-        if self._last_batch_seen is None or batch <= self._last_batch_seen:
-            add = batch + 1
-        else:
-            add = batch - self._last_batch_seen
-        self._batches_seen_since_last_saving += add
-        self._last_batch_seen = batch
-        if self._batches_seen_since_last_saving >= self.save_freq:
-            self._batches_seen_since_last_saving = 0
-            return True
-        return False
 
     def _should_save_model(self, epoch, logs, filepath):
         logs = logs or {}
