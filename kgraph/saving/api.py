@@ -156,11 +156,20 @@ def _read_weights_file(f, model, display, with_optimizer, skip_mismatch=False, b
         return values, plan
 
 
-def _read_from_archive(member, model, display, with_optimizer, **options):
-    """Values and plan from a .keras archive's weights; a damaged member is reported by its
-    CRC-32 (the real cause) before any error it caused while parsing."""
+def _prefetch(with_optimizer):
+    """Which datasets a load reads ahead (h5files.Opening): all, or all but the optimizer's
+    state when it will not be loaded."""
+    if with_optimizer:
+        return lambda name: True
+    return lambda name: not name.startswith(("/optimizer/", "/optimizer_weights/"))
+
+
+def _read_from_archive(member, opening, model, display, with_optimizer, **options):
+    """Values and plan from a .keras archive's weights (`opening`: its h5files.Opening); a
+    damaged member is reported by its CRC-32 (the real cause) before any error it caused
+    while parsing."""
     try:
-        with h5files.open_h5(member.image, display) as f:
+        with opening.open() as f:
             out = _read_weights_file(f, model, display, with_optimizer, **options)
     except SavingError:
         member.verify()
@@ -195,9 +204,10 @@ def load_weights(model, filepath, skip_mismatch=False, **kwargs):
             raise SavingError(path, "`objects_to_skip` is for `.weights.h5` files, not for .keras "
                                     "archives")
         with keras_zip.open_archive(path, path) as (_, _, member):
-            values, plan = _read_from_archive(member, model, path, compiled, **options)
+            opening = member.opening(_prefetch(compiled))
+            values, plan = _read_from_archive(member, opening, model, path, compiled, **options)
     elif head == h5files.HDF5_MAGIC:
-        with h5files.open_h5(path, path) as f:
+        with h5files.open_h5(path, path, _prefetch(compiled)) as f:
             values, plan = _read_weights_file(f, model, path, compiled, **options)
     else:
         raise SavingError(path, "not a Keras weights file (neither HDF5 nor a .keras archive)")
@@ -234,19 +244,26 @@ def _build(raw, display, custom_objects):
 
 def _load_keras(path, custom_objects, compile):
     with keras_zip.open_archive(path, path) as (_, config, member):
-        model = _build(config, path, custom_objects)
         cc = config.get("compile_config")
-        if compile and cc:
-            if not isinstance(cc, dict):
-                raise SavingError(path, "`compile_config` in config.json should be an object")
-            _compile(model, cc, path, custom_objects, cc.get("optimizer"))
-        values, plan = _read_from_archive(member, model, path, bool(getattr(model, "compiled", False)))
+        # checked and read ahead while the model is built
+        opening = member.opening(_prefetch(bool(compile and cc)))
+        try:
+            model = _build(config, path, custom_objects)
+            if compile and cc:
+                if not isinstance(cc, dict):
+                    raise SavingError(path, "`compile_config` in config.json should be an object")
+                _compile(model, cc, path, custom_objects, cc.get("optimizer"))
+        except BaseException:
+            opening.cancel()
+            raise
+        values, plan = _read_from_archive(member, opening, model, path,
+                                          bool(getattr(model, "compiled", False)))
     _assign(model, values, plan)
     return model
 
 
 def _load_legacy(path, custom_objects, compile):
-    with h5files.open_h5(path, path) as f:
+    with h5files.open_h5(path, path, _prefetch(compile)) as f:
         with h5files.reading(path, "read the model"):
             raw = h5files.json_attr(f, "model_config", path, required=False)
             if raw is None:

@@ -2,15 +2,18 @@
 `model.weights.h5`, exactly those three (Keras 3 writes them with zipfile's default,
 ZIP_STORED, the weights built in memory and copied in).
 
-Writing: the zip is laid out here, not by zipfile, so that HDF5 writes the weights
-straight into the archive at their final place (a byte range of the file, see
-h5probe.RangeFile): no temporary .h5 file and no copy. The member's CRC-32 is computed
-from the written bytes while the data is being flushed to disk.
+Writing: the zip is laid out here, not by zipfile: model.weights.h5 comes first, its
+data at offset 512, which HDF5 writes itself (the 512 bytes before it are HDF5's user
+block, where the local header goes afterwards): no temporary .h5 file and no copy. The
+member's CRC-32 is computed from the written bytes while the data is being flushed to disk.
 
-Reading: the weights member is read in place as a byte range of the archive (when stored,
-as Keras and kgraph write it; a compressed member is extracted to a temporary file). Its
-CRC-32 is checked in a background thread while the model is built and the HDF5 structure
-checked; the loader waits for it before it assigns anything.
+Reading: the weights member is read in place. When its data starts where the HDF5
+library looks for a superblock (512, 1024, 2048, ...), as in kgraph's archives, the
+library opens the archive itself (h5probe.natively_readable); else (Keras writes the
+weights last) as a byte range of the archive (h5probe.RangeFile); a compressed member is
+extracted to a temporary file. Its CRC-32 is checked in a background thread while the
+model is built and the HDF5 structure checked; the loader waits for it before it assigns
+anything.
 
 Archives are untrusted input: a member name that is absolute, has `..` or a backslash,
 a duplicate, a missing or extra member, a member whose declared size is out of
@@ -28,9 +31,10 @@ import struct
 import tempfile
 import threading
 import zipfile
-import zlib
 
 import h5py
+
+from kgraph.saving.h5files import crc32
 
 from kgraph.saving import h5files, h5probe
 from kgraph.saving.errors import SavingError
@@ -38,7 +42,6 @@ from kgraph.saving.errors import SavingError
 MEMBERS = ("metadata.json", "config.json", "model.weights.h5")
 MAX_JSON_BYTES = 64 << 20
 BOMB_RATIO = 100  # declared size / stored size beyond which a member is refused
-CRC_CHUNK = 4 << 20
 
 _LOCAL = struct.Struct("<IHHHHHIIIHH")            # local file header, 30 bytes
 _CENTRAL = struct.Struct("<IHHHHHHIIIHHHHHII")    # central directory header, 46 bytes
@@ -47,23 +50,8 @@ _END64 = struct.Struct("<IQHHIIQQQQ")             # zip64 end of central directo
 _LOCATOR64 = struct.Struct("<IIQI")               # zip64 end locator, 20 bytes
 _U32 = 0xFFFFFFFF
 ZIP64_LIMIT = _U32  # sizes and offsets from here on are written in zip64 records
-_RESERVED_EXTRA = 20  # room in the weights' local header for a zip64 size record
+WEIGHTS_OFFSET = 512  # where model.weights.h5's data starts (HDF5's first superblock position)
 _PADDING_ID = 0xD935  # an extra field readers skip (zipalign's alignment padding)
-
-
-def _crc_range(fd, offset, length, crc=0):
-    """CRC-32 of file bytes [offset, offset + length), read in chunks (the GIL is released
-    while reading and hashing, so this overlaps work in other threads)."""
-    buf = bytearray(min(CRC_CHUNK, max(length, 1)))
-    view = memoryview(buf)
-    done = 0
-    while done < length:
-        n = h5probe.pread_into(fd, view[:min(len(buf), length - done)], offset + done)
-        if n <= 0:
-            raise OSError(f"the file ends {length - done} bytes early")
-        crc = zlib.crc32(view[:n], crc)
-        done += n
-    return crc
 
 
 # -- writing ----------------------------------------------------------------------------
@@ -78,14 +66,15 @@ class _Entry:
         self.zip64_local = zip64_local
 
 
-def _local_header(entry, t, d, reserve=0):
-    """Local header + name (+ `reserve` bytes of extra field: a zip64 record when the
-    member needs one, else padding)."""
+def _local_header(entry, t, d, length=None):
+    """Local header + name + extra field (a zip64 record when the member needs one), padded
+    to `length` bytes in all when given."""
     big = entry.size >= ZIP64_LIMIT
     extra = struct.pack("<HHQQ", 1, 16, entry.size, entry.size) if big else b""
-    if reserve and not big:
-        extra = struct.pack("<HH", _PADDING_ID, reserve - 4) + bytes(reserve - 4)
-    assert not reserve or len(extra) == reserve
+    if length is not None:
+        pad = length - _LOCAL.size - len(entry.name) - len(extra) - 4
+        assert pad >= 0
+        extra += struct.pack("<HH", _PADDING_ID, pad) + bytes(pad)
     size32 = _U32 if big else entry.size
     return _LOCAL.pack(0x04034B50, 45 if big else 20, 0, 0, t, d, entry.crc, size32, size32,
                        len(entry.name), len(extra)) + entry.name + extra
@@ -121,35 +110,37 @@ def _central(entries, start, t, d):
 
 
 def write(path, metadata: dict, config: dict, write_weights):
-    """The archive at `path`, atomically; `write_weights(h5py.File)` fills model.weights.h5,
-    which HDF5 writes directly into its place in the archive."""
+    """The archive at `path`, atomically; `write_weights(h5py.File)` fills model.weights.h5.
+
+    The weights come first, their data at offset WEIGHTS_OFFSET: HDF5 writes them there
+    itself (the archive's first bytes are its user block, where the local header goes
+    afterwards), and a reader's HDF5 library opens them in place (h5probe.natively_readable).
+    metadata.json and config.json follow, then the central directory."""
     t, d = _dos_time(datetime.datetime.now().timetuple()[:6])
     with h5files.atomic_path(path) as tmp:
+        with h5py.File(tmp, "w", userblock_size=WEIGHTS_OFFSET) as f:
+            write_weights(f)
         fd = os.open(tmp, os.O_RDWR | getattr(os, "O_BINARY", 0))
         try:
-            entries, pos = [], 0
-            for name, data in (("metadata.json", json.dumps(metadata).encode()),
-                               ("config.json", json.dumps(config).encode())):
-                e = _Entry(name, pos, zlib.crc32(data), len(data))
-                block = _local_header(e, t, d) + data
-                h5probe.pwrite_all(fd, block, pos)
-                entries.append(e)
-                pos += len(block)
-            weights = _Entry("model.weights.h5", pos, 0, 0)
-            base = pos + len(_local_header(weights, t, d, _RESERVED_EXTRA))
-            with h5probe.RangeFile(tmp, base, 0, write=True) as rf, h5py.File(rf, "w") as f:
-                write_weights(f)
-            size = os.fstat(fd).st_size - base
+            size = os.fstat(fd).st_size - WEIGHTS_OFFSET
+            weights = _Entry("model.weights.h5", 0, 0, size)
             # the weights go to disk while their CRC is computed from the page cache
             flusher = threading.Thread(target=os.fsync, args=(fd,), daemon=True)
             flusher.start()
             try:
-                weights.crc, weights.size = _crc_range(fd, base, size), size
+                weights.crc = h5files.crc_range(fd, WEIGHTS_OFFSET, size)
             finally:
                 flusher.join()
-            h5probe.pwrite_all(fd, _local_header(weights, t, d, _RESERVED_EXTRA), weights.offset)
-            entries.append(weights)
-            h5probe.pwrite_all(fd, _central(entries, base + size, t, d), base + size)
+            h5probe.pwrite_all(fd, _local_header(weights, t, d, WEIGHTS_OFFSET), 0)
+            entries, pos = [weights], WEIGHTS_OFFSET + size
+            for name, data in (("metadata.json", json.dumps(metadata).encode()),
+                               ("config.json", json.dumps(config).encode())):
+                e = _Entry(name, pos, crc32(data), len(data))
+                block = _local_header(e, t, d) + data
+                h5probe.pwrite_all(fd, block, pos)
+                entries.append(e)
+                pos += len(block)
+            h5probe.pwrite_all(fd, _central(entries, pos, t, d), pos)
         finally:
             os.close(fd)
 
@@ -207,33 +198,24 @@ def _json(data, display, name):
 
 
 class WeightsMember:
-    """model.weights.h5 of an open archive: `image` (where HDF5 reads it) and a CRC-32 check
-    of its stored bytes running in the background; `verify()` waits for it and raises
-    SavingError on a mismatch."""
+    """model.weights.h5 of an open archive: `image` (where HDF5 reads it) and, when it is
+    read in place, its stored CRC-32. `opening()` starts the check and read of it (with
+    the CRC-32 computed as it is read); `verify()` waits for that and raises SavingError on
+    a mismatch."""
 
     def __init__(self, display, image, crc=None, extracted=None):
         self.display, self.image, self._extracted = display, image, extracted
-        self._expected, self._result = crc, None
-        self._thread = None
-        if crc is not None:
-            self._thread = threading.Thread(target=self._run, daemon=True, name="kgraph-crc")
-            self._thread.start()
+        self._expected, self._opening = crc, None
 
-    def _run(self):
-        try:
-            fd = os.open(self.image.path, os.O_RDONLY | getattr(os, "O_BINARY", 0))
-            try:
-                self._result = _crc_range(fd, self.image.offset, self.image.length)
-            finally:
-                os.close(fd)
-        except OSError as e:
-            self._result = e
+    def opening(self, prefetch=None):
+        self._opening = h5files.Opening(self.image, self.display, prefetch,
+                                        checksum=self._expected is not None)
+        return self._opening
 
     def verify(self):
-        if self._thread is None:
+        if self._expected is None or self._opening is None:
             return
-        self._thread.join()
-        r = self._result
+        r = self._opening.crc()
         if isinstance(r, OSError):
             raise SavingError(self.display, f"cannot read 'model.weights.h5' from the archive ({r})")
         if r != self._expected:
@@ -241,8 +223,8 @@ class WeightsMember:
                                             f"CRC-32 is {r:08x}, the archive says {self._expected:08x}")
 
     def close(self):
-        if self._thread is not None:
-            self._thread.join()
+        if self._opening is not None:
+            self._opening.cancel()
         if self._extracted is not None:
             with contextlib.suppress(OSError):
                 os.unlink(self._extracted)

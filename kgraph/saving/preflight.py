@@ -183,7 +183,8 @@ def _fork_check(request, timeout):
             faulthandler.disable()  # a crash here is expected and reported by the parent
             null = os.open(os.devnull, os.O_WRONLY)
             os.dup2(null, 2)
-            out = json.dumps(h5probe.probe(request["path"], request["offset"], request["length"]))
+            out = json.dumps(h5probe.probe(request["path"], request["offset"], request["length"],
+                                           request["extents"]))
             os.write(w, out.encode() + b"\n")
         finally:
             os._exit(0)
@@ -210,11 +211,13 @@ def _fork_check(request, timeout):
     return ("crash", os.WTERMSIG(status) if os.WIFSIGNALED(status) else None)
 
 
-def check(path, offset, length, display):
+def check(path, offset, length, display, extents=False):
     """Raises SavingError unless the HDF5 image at path[offset:offset+length] (length None:
-    to the end) walks cleanly in another process."""
+    to the end) walks cleanly in another process. Returns the walk's reply: with `extents`,
+    its "extents" lists the datasets stored as plain runs of bytes (h5probe.probe); a
+    reply without it (an unchecked fork failure) has none."""
     request = {"path": os.path.abspath(path), "offset": int(offset),
-               "length": None if length is None else int(length)}
+               "length": None if length is None else int(length), "extents": bool(extents)}
     size = length if length is not None else os.path.getsize(path) - offset
     timeout = PREFLIGHT_TIMEOUT_S + max(size, 0) / PREFLIGHT_BYTES_PER_S
     with _LOCK:
@@ -234,7 +237,7 @@ def check(path, offset, length, display):
                     _raise_for(reply, display, -code if code is not None and code < 0 else None, timeout)
         if h is None:
             if not hasattr(os, "fork"):
-                return
+                return {"ok": True, "unchecked": True}
             reply = _fork_check(request, timeout)
             if isinstance(reply, tuple):
                 _raise_for(None, display, reply[1])
@@ -242,3 +245,4 @@ def check(path, offset, length, display):
         _raise_for(reply, display, timeout=timeout)
     if not reply.get("ok"):
         _raise_for(reply, display)
+    return reply
