@@ -138,6 +138,9 @@ class Image:
             return fh.read(n)
 
 
+_CANCELLED = object()  # Opening's CRC, when its reading stopped early
+
+
 class Opening:
     """An untrusted HDF5 image on its way to being opened. From construction, a background
     thread has it checked in another process (preflight) and then reads the bytes of the
@@ -175,31 +178,35 @@ class Opening:
         self._crc = queue.Queue() if checksum else None
         self._crc_result = None  # int, or an OSError, once computed
         self._crc_done = threading.Event()
+        self._reader = None  # the thread reading ahead, once started
         if PREFLIGHT or checksum:
             threading.Thread(target=self._run, daemon=True, name="kgraph-h5-open").start()
         else:
             self._checked.set()
 
     def _run(self):
-        extents = []
-        if PREFLIGHT:
-            try:
-                reply = preflight.check(self.image.path, self.image.offset, self.image.length,
-                                        self.display, extents=self._prefetch is not None)
-                extents = reply.get("extents", [])
-            except BaseException as e:  # a SavingError (damaged file), reported by open()
-                self._error = e
-        runs, pos = [], self.image.offset
-        if self._error is None and self._prefetch is not None:
-            for name, off, n in sorted(extents, key=lambda r: r[1]):
+        def start(extents):  # the walk's list of datasets: read them while it goes on
+            runs, pos = [], self.image.offset
+            for name, off, n in sorted(extents, key=lambda r: r[1]) if self._prefetch is not None else ():
                 if self._prefetch(name) and off >= pos and off + n <= self._end:
                     runs.append((name, off, n))
                     pos = off + n
-        with self._cond:
-            self._index = {name: (i, off, n) for i, (name, off, n) in enumerate(runs)}
+            with self._cond:
+                self._index = {name: (i, off, n) for i, (name, off, n) in enumerate(runs)}
+            if runs or self._crc is not None:
+                self._reader = threading.Thread(target=self._read, args=(runs,), daemon=True,
+                                                name="kgraph-h5-read")
+                self._reader.start()
+        if PREFLIGHT:
+            try:
+                preflight.check(self.image.path, self.image.offset, self.image.length, self.display,
+                                extents=self._prefetch is not None, on_extents=start)
+            except BaseException as e:  # a SavingError (damaged file), reported by open()
+                self._error = e
+                self.cancel()
+        if self._reader is None and self._error is None:
+            start([])
         self._checked.set()
-        if runs or self._crc is not None:
-            self._read(runs)
 
     def _read(self, runs):
         """The selected runs into fresh arrays, each with one pread (a second reader thread
@@ -238,7 +245,7 @@ class Opening:
                 self._done = len(self._index)
                 self._cond.notify_all()
             if hasher is not None:
-                self._crc.put(None if not self._cancel else OSError("cancelled"))
+                self._crc.put(None if not self._cancel else _CANCELLED)
 
     @staticmethod
     def _pread(fd, off, n, buf=None):
@@ -255,7 +262,7 @@ class Opening:
         value = 0
         while True:
             piece = self._crc.get()
-            if piece is None or isinstance(piece, OSError):
+            if piece is None or piece is _CANCELLED or isinstance(piece, OSError):
                 self._crc_result = value if piece is None else piece
                 self._crc_done.set()
                 return
@@ -265,16 +272,19 @@ class Opening:
         """The CRC-32 of the image's bytes (an OSError when they could not be read)."""
         if self._crc is None:
             raise ValueError("this Opening computes no checksum")
-        self._crc_done.wait()
-        if isinstance(self._crc_result, OSError) and str(self._crc_result) == "cancelled":
+        self._checked.wait()
+        if self._reader is not None:
+            self._crc_done.wait()
+        if self._reader is not None and self._crc_result is not _CANCELLED:
+            return self._crc_result
+        try:  # the reading ahead stopped early (or never started): read it all again
             fd = os.open(self.image.path, os.O_RDONLY | getattr(os, "O_BINARY", 0))
             try:
                 return crc_range(fd, self.image.offset, self._end - self.image.offset)
-            except OSError as e:
-                return e
             finally:
                 os.close(fd)
-        return self._crc_result
+        except OSError as e:
+            return e
 
     def take(self, obj, dtype):
         """The prefetched data of dataset `obj` as an array of `dtype`, or None (not

@@ -216,11 +216,10 @@ def contiguous_extent(dsid):
     return int(addr), int(np.prod(dsid.shape, dtype=np.int64)) * dsid.dtype.itemsize
 
 
-def walk(f, extents=None):
+def walk(f):
     """Touches every piece of metadata a loader reads (with h5py's low-level API: a third
     of the high-level walk's time). Returns a problem (text) for a file that is
-    well-formed but refused, else None; a damaged file raises (or crashes).
-    `extents`, a list, receives [name, offset, nbytes] of every plain-run dataset."""
+    well-formed but refused, else None; a damaged file raises (or crashes)."""
     problems = []
 
     def link(name, info):
@@ -246,44 +245,61 @@ def walk(f, extents=None):
                 ds = h5py.Dataset(oid)
                 if ds.nbytes <= MAX_PROBE_READ:
                     _ = ds[()]  # parses the chunk index
-            elif extents is not None:
-                run = contiguous_extent(oid)
-                if run is not None and run[1]:
-                    extents.append(["/" + name.decode("utf8", "surrogateescape"), *run])
         return None
     h5py.h5o.visit(f.id, visit, info=True)
     return problems[0] if problems else None
 
 
-def probe(path, offset=0, length=None, extents=False):
-    """{"ok": True} or {"ok": False, "problem" | "error": text} for one file; with
-    `extents`, an ok reply also lists the plain-run datasets as [name, offset in the
-    file at `path`, nbytes] (what a loader may read with plain preads, see
-    h5files.Prefetch)."""
-    runs = [] if extents else None
+def list_extents(f):
+    """[name, offset, nbytes] of every dataset stored as a plain run of bytes (a quick
+    pass: no attributes read)."""
+    runs = []
+
+    def visit(name, info):
+        if info.type == h5py.h5o.TYPE_DATASET:
+            run = contiguous_extent(h5py.h5o.open(f.id, name))
+            if run is not None and run[1]:
+                runs.append(["/" + name.decode("utf8", "surrogateescape"), *run])
+    h5py.h5o.visit(f.id, visit, info=True)
+    return runs
+
+
+def probe(path, offset=0, length=None, extents=False, early=None):
+    """{"ok": True} or {"ok": False, "problem" | "error": text} for one file.
+
+    With `extents`, the plain-run datasets as [name, offset in the file at `path`,
+    nbytes] (what a loader may read with plain preads while the walk goes on, see
+    h5files.Opening): given to `early({"extents": [...]})` before the walk when it is
+    given, else in an ok reply."""
+    runs = None
     try:
         with open_hdf5(path, offset, length) as (f, base):
-            problem = walk(f, runs)
+            if extents:
+                limit = offset + (length if length is not None else os.path.getsize(path) - offset)
+                runs = [[n, base + a, b] for n, a, b in list_extents(f)
+                        if offset <= base + a and base + a + b <= limit]
+                if early is not None:
+                    early({"extents": runs})
+            problem = walk(f)
     except Exception as e:  # a damaged file: the loader reports it
         return {"ok": False, "error": f"{type(e).__name__}: {e}"}
     if problem is not None:
         return {"ok": False, "problem": problem}
-    reply = {"ok": True}
-    if extents:
-        limit = offset + (length if length is not None else os.path.getsize(path) - offset)
-        reply["extents"] = [[n, base + a, b] for n, a, b in runs if offset <= base + a and base + a + b <= limit]
-    return reply
+    return {"ok": True, "extents": runs} if extents and early is None else {"ok": True}
 
 
 def serve():
-    """The helper's loop: requests {"path", "offset", "length"} on stdin, replies on stdout."""
+    """The helper's loop: requests {"path", "offset", "length", "extents"} on stdin, replies
+    on stdout (with "extents": first a line of them, then the verdict)."""
     if hasattr(signal, "SIGINT"):
         signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C is for the loading process
     out = sys.stdout
     out.write("ready\n")
     out.flush()
-    for line in sys.stdin:
-        req = json.loads(line)
-        reply = probe(req["path"], req.get("offset", 0), req.get("length"), req.get("extents", False))
+
+    def send(reply):
         out.write(json.dumps(reply) + "\n")
         out.flush()
+    for line in sys.stdin:
+        req = json.loads(line)
+        send(probe(req["path"], req.get("offset", 0), req.get("length"), req.get("extents", False), send))

@@ -24,6 +24,7 @@ import select
 import subprocess
 import sys
 import threading
+import time
 
 from kgraph.saving import h5probe
 from kgraph.saving.errors import SavingError
@@ -77,19 +78,25 @@ class _Helper:
             _STATE["failed_starts"] = 0
         return True
 
-    def ask(self, request, timeout):
-        """The reply dict; None when the helper died (crashed) or timed out (then killed)."""
+    def ask(self, request, timeout, early):
+        """The reply dict; None when the helper died (crashed) or timed out (then killed).
+        A line before the verdict (the extents) goes to `early`."""
         self.proc.stdin.write(json.dumps(request) + "\n")
         self.proc.stdin.flush()
-        try:
-            line = self.lines.get(timeout=timeout)
-        except queue.Empty:
-            self.kill()
-            return "timeout"
-        if line is None:
-            self.proc.wait()
-            return None
-        return json.loads(line)
+        deadline = time.monotonic() + timeout
+        while True:
+            try:
+                line = self.lines.get(timeout=max(0.0, deadline - time.monotonic()))
+            except queue.Empty:
+                self.kill()
+                return "timeout"
+            if line is None:
+                self.proc.wait()
+                return None
+            reply = json.loads(line)
+            if "ok" in reply:
+                return reply
+            early(reply)
 
     def alive(self):
         return self.proc.poll() is None
@@ -168,8 +175,9 @@ def _reap(pid):
         os.waitpid(pid, 0)
 
 
-def _fork_check(request, timeout):
-    """The reply of a forked child walking the file (None: it died; "timeout")."""
+def _fork_check(request, timeout, early):
+    """The reply of a forked child walking the file (None: it died; "timeout"); a line
+    before the verdict (the extents) goes to `early`."""
     r, w = os.pipe()
     try:
         pid = os.fork()
@@ -183,16 +191,26 @@ def _fork_check(request, timeout):
             faulthandler.disable()  # a crash here is expected and reported by the parent
             null = os.open(os.devnull, os.O_WRONLY)
             os.dup2(null, 2)
-            out = json.dumps(h5probe.probe(request["path"], request["offset"], request["length"],
-                                           request["extents"]))
-            os.write(w, out.encode() + b"\n")
+            def send(reply):
+                data = json.dumps(reply).encode() + b"\n"
+                while data:
+                    data = data[os.write(w, data):]
+            send(h5probe.probe(request["path"], request["offset"], request["length"],
+                               request["extents"], send))
         finally:
             os._exit(0)
     os.close(w)
-    data = b""
+    data, deadline = b"", time.monotonic() + timeout
     try:
-        while not data.endswith(b"\n"):
-            ready, _, _ = select.select([r], [], [], timeout)
+        while True:
+            while b"\n" in data:
+                line, data = data.split(b"\n", 1)
+                reply = json.loads(line)
+                if "ok" in reply:
+                    threading.Thread(target=_reap, args=(pid,), daemon=True).start()
+                    return reply
+                early(reply)
+            ready, _, _ = select.select([r], [], [], max(0.0, deadline - time.monotonic()))
             if not ready:
                 with contextlib.suppress(OSError):
                     os.kill(pid, 9)
@@ -204,20 +222,27 @@ def _fork_check(request, timeout):
             data += chunk
     finally:
         os.close(r)
-    if data.endswith(b"\n"):
-        threading.Thread(target=_reap, args=(pid,), daemon=True).start()
-        return json.loads(data)
     _, status = os.waitpid(pid, 0)
     return ("crash", os.WTERMSIG(status) if os.WIFSIGNALED(status) else None)
 
 
-def check(path, offset, length, display, extents=False):
+def check(path, offset, length, display, extents=False, on_extents=None):
     """Raises SavingError unless the HDF5 image at path[offset:offset+length] (length None:
-    to the end) walks cleanly in another process. Returns the walk's reply: with `extents`,
-    its "extents" lists the datasets stored as plain runs of bytes (h5probe.probe); a
-    reply without it (an unchecked fork failure) has none."""
+    to the end) walks cleanly in another process. Returns the walk's reply.
+
+    With `extents`, the walk also lists the datasets stored as plain runs of bytes
+    (h5probe.probe), before it walks the rest: they go to `on_extents(list)` as soon as
+    they arrive (the file is not checked yet: they may be read, not parsed), else into
+    the reply's "extents". A reply of an unchecked fork failure has none."""
     request = {"path": os.path.abspath(path), "offset": int(offset),
                "length": None if length is None else int(length), "extents": bool(extents)}
+    early_runs = {}
+
+    def early(reply):
+        if "extents" in reply and "extents" not in early_runs:
+            early_runs["extents"] = reply["extents"]
+            if on_extents is not None:
+                on_extents(reply["extents"])
     size = length if length is not None else os.path.getsize(path) - offset
     timeout = PREFLIGHT_TIMEOUT_S + max(size, 0) / PREFLIGHT_BYTES_PER_S
     with _LOCK:
@@ -225,7 +250,7 @@ def check(path, offset, length, display, extents=False):
         reply = None
         if h is not None:
             try:
-                reply = h.ask(request, timeout)
+                reply = h.ask(request, timeout, early)
             except (OSError, ValueError):  # it ended between checks, or garbled: fork instead
                 h.kill()
                 _STATE["helper"] = None
@@ -238,11 +263,13 @@ def check(path, offset, length, display, extents=False):
         if h is None:
             if not hasattr(os, "fork"):
                 return {"ok": True, "unchecked": True}
-            reply = _fork_check(request, timeout)
+            reply = _fork_check(request, timeout, early)
             if isinstance(reply, tuple):
                 _raise_for(None, display, reply[1])
     if reply == "timeout":
         _raise_for(reply, display, timeout=timeout)
     if not reply.get("ok"):
         _raise_for(reply, display)
+    if on_extents is None and "extents" in early_runs:
+        reply = dict(reply, extents=early_runs["extents"])
     return reply

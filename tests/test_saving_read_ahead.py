@@ -1,0 +1,275 @@
+"""How a load reads: the check in another process lists where the datasets lie, and they
+are read ahead (h5files.Opening) while the file is still being walked and the model built;
+a `.keras` member's CRC-32 is computed from the same read; kgraph's archives are opened by
+the HDF5 library in place. Each path is checked both ways: it was taken, and the numbers
+are those of a plain h5py read."""
+from __future__ import annotations
+
+import zipfile
+
+import h5py
+import numpy as np
+import pytest
+
+import kgraph
+from kgraph import layers as L
+from kgraph.saving import SavingError, h5files, h5probe, keras_zip, preflight
+
+
+def _model(compiled=True):
+    kgraph.utils.set_random_seed(3)
+    inp = kgraph.Input((12,))
+    x = L.Dense(40, activation="relu")(inp)
+    model = kgraph.Model(inp, L.Dense(3)(L.Dense(30, activation="tanh")(x)))
+    if compiled:
+        model.compile("adam", "mse")
+        rng = np.random.default_rng(0)
+        model.fit(rng.normal(size=(32, 12)).astype("float32"), rng.normal(size=(32, 3)).astype("float32"),
+                  batch_size=8, verbose=0)
+    return model
+
+
+@pytest.fixture
+def taken(monkeypatch):
+    """Names of the datasets whose data a load took from the read-ahead."""
+    names = []
+    real = h5files.Opening.take
+
+    def spy(self, obj, dtype):
+        out = real(self, obj, dtype)
+        if out is not None:
+            names.append(obj.name)
+        return out
+    monkeypatch.setattr(h5files.Opening, "take", spy)
+    return names
+
+
+def _h5_arrays(path, offset=0, length=None):
+    """Every dataset as h5py reads it (the reference)."""
+    out = {}
+    with h5probe.open_hdf5(str(path), offset, length) as (f, _):
+        f.visititems(lambda n, o: out.__setitem__("/" + n, o[()]) if isinstance(o, h5py.Dataset) else None)
+    return out
+
+
+@pytest.mark.parametrize("kind", ["weights.h5", "h5", "keras"])
+def test_every_weight_and_slot_comes_from_the_read_ahead(tmp_path, taken, kind):
+    model = _model()
+    path = tmp_path / f"m.{kind}"
+    (model.save_weights if kind == "weights.h5" else model.save)(path)
+    if kind == "weights.h5":
+        loaded = _model()
+        loaded.load_weights(path)
+    else:
+        loaded = kgraph.models.load_model(path)
+    if kind == "keras":
+        with zipfile.ZipFile(path) as zf:
+            stored = _h5_arrays(path, keras_zip.WEIGHTS_OFFSET, zf.getinfo("model.weights.h5").file_size)
+    else:
+        stored = _h5_arrays(path)
+    assert sorted(taken) == sorted(stored)  # every dataset of the file: weights and optimizer state
+    for a, b in zip(model.get_weights(), loaded.get_weights()):
+        np.testing.assert_array_equal(a, b)
+    x = np.random.default_rng(1).normal(size=(5, 12)).astype("float32")
+    y = np.random.default_rng(2).normal(size=(5, 3)).astype("float32")
+    model.fit(x, y, epochs=1, verbose=0, shuffle=False)
+    loaded.fit(x, y, epochs=1, verbose=0, shuffle=False)
+    for a, b in zip(model.get_weights(), loaded.get_weights()):  # the optimizer state came too
+        np.testing.assert_allclose(a, b, rtol=0, atol=1e-6)
+
+
+def test_an_uncompiled_load_does_not_read_the_optimizer_state(tmp_path, taken):
+    model = _model()
+    model.save_weights(tmp_path / "m.weights.h5")
+    plain = _model(compiled=False)
+    plain.load_weights(tmp_path / "m.weights.h5")
+    assert taken and not [n for n in taken if n.startswith("/optimizer")]
+    for a, b in zip(model.get_weights(), plain.get_weights()):
+        np.testing.assert_array_equal(a, b)
+
+
+def test_read_ahead_takes_only_plain_runs_of_the_asked_type(tmp_path):
+    """A chunked+compressed dataset is not a plain run; a float64 dataset asked for as
+    float32 is converted by h5py: neither comes from the read-ahead, both read right."""
+    path = tmp_path / "mixed.h5"
+    rng = np.random.default_rng(4)
+    plain, chunked, wide = (rng.normal(size=(50, 20)).astype("f4"), rng.normal(size=(64, 64)).astype("f4"),
+                            rng.normal(size=(30,)))
+    with h5py.File(path, "w") as f:
+        f["plain"] = plain
+        f.create_dataset("chunked", data=chunked, chunks=(16, 16), compression="gzip")
+        f["wide"] = wide
+    opening = h5files.Opening(path, str(path), prefetch=lambda name: True)
+    with opening.open() as f:
+        assert sorted(opening._index) == ["/plain", "/wide"]  # what the walk listed
+        got = opening.take(f["plain"], np.dtype("f4"))
+        np.testing.assert_array_equal(got, plain)
+        assert opening.take(f["chunked"], np.dtype("f4")) is None
+        assert opening.take(f["wide"], np.dtype("f4")) is None
+        np.testing.assert_array_equal(h5files.read_array(f["chunked"], "f4"), chunked)
+        np.testing.assert_array_equal(h5files.read_array(f["wide"], "f4"), wide.astype("f4"))
+
+
+def test_read_ahead_checks_the_offset_this_process_sees(tmp_path, monkeypatch):
+    """An entry of the walk's list that disagrees with what this process's HDF5 says (the
+    file changed in between) is not used: h5py reads the dataset."""
+    path = tmp_path / "a.h5"
+    with h5py.File(path, "w") as f:
+        f["a"] = np.arange(100, dtype="f4")
+    opening = h5files.Opening(path, str(path), prefetch=lambda name: True)
+    with opening.open() as f:
+        i, off, n = opening._index["/a"]
+        opening._index["/a"] = (i, off + 4, n)
+        assert opening.take(f["a"], np.dtype("f4")) is None
+        np.testing.assert_array_equal(h5files.read_array(f["a"]), np.arange(100, dtype="f4"))
+
+
+def test_a_refused_file_is_never_read_into_the_model(tmp_path, monkeypatch):
+    """The datasets are read while the walk goes on; when the walk then refuses the file,
+    the load fails and the model keeps its weights (the bytes read are never used)."""
+    monkeypatch.setattr(preflight, "USE_HELPER", False)  # the forked walk runs this module's code
+    model = _model()
+    model.save_weights(tmp_path / "m.weights.h5")
+    target = _model(compiled=False)
+    before = target.get_weights()
+    early = []
+    real_check = preflight.check
+
+    def spying_check(*args, on_extents=None, **kwargs):
+        def seen(runs):
+            early.append(len(runs))
+            on_extents(runs)
+        return real_check(*args, on_extents=seen if on_extents else None, **kwargs)
+    monkeypatch.setattr(preflight, "check", spying_check)
+    monkeypatch.setattr(h5probe, "walk", lambda f: "refused for this test")
+    with pytest.raises(SavingError, match="refused for this test"):
+        target.load_weights(tmp_path / "m.weights.h5")
+    assert early and early[0] >= 6  # the read had been started
+    for a, b in zip(before, target.get_weights()):
+        np.testing.assert_array_equal(a, b)
+
+
+# -- .keras ----------------------------------------------------------------------------------
+def _keras_layout(src, dst):
+    """The same archive laid out as Keras writes it: metadata, config, then the weights."""
+    with zipfile.ZipFile(src) as zin, zipfile.ZipFile(dst, "w") as zout:
+        for name in ("metadata.json", "config.json", "model.weights.h5"):
+            zout.writestr(name, zin.read(name))
+    return dst
+
+
+def test_kgraph_archives_open_in_place_and_keras_layout_through_rangefile(tmp_path, monkeypatch, taken):
+    model = _model()
+    model.save(tmp_path / "k.keras")
+    keras_style = _keras_layout(tmp_path / "k.keras", tmp_path / "keras_style.keras")
+    with zipfile.ZipFile(keras_style) as zf:
+        info = zf.getinfo("model.weights.h5")
+        start = info.header_offset + 30 + len(info.filename) + len(info.extra)
+        assert not h5probe.natively_readable(str(keras_style), start, info.file_size)
+    ranges = []
+    real_range = h5probe.RangeFile
+
+    class Spy(real_range):
+        def __init__(self, *a, **k):
+            ranges.append(a)
+            super().__init__(*a, **k)
+    monkeypatch.setattr(h5probe, "RangeFile", Spy)
+    native = kgraph.models.load_model(tmp_path / "k.keras")
+    assert ranges == [] and taken  # opened by HDF5 in place, read ahead
+    taken.clear()
+    ranged = kgraph.models.load_model(keras_style)
+    assert ranges and taken  # through RangeFile in this process, still read ahead
+    for a, b, c in zip(model.get_weights(), native.get_weights(), ranged.get_weights()):
+        np.testing.assert_array_equal(a, b)
+        np.testing.assert_array_equal(a, c)
+
+
+def test_natively_readable_only_where_hdf5_finds_that_image(tmp_path):
+    image = tmp_path / "w.h5"
+    with h5py.File(image, "w") as f:
+        f["a"] = np.arange(10.0)
+    data = image.read_bytes()
+
+    def wrapped(name, prefix, suffix=b"central directory"):
+        p = tmp_path / name
+        p.write_bytes(prefix + data + suffix)
+        return str(p)
+    at512 = wrapped("at512", b"PK\x03\x04" + bytes(508))
+    assert h5probe.natively_readable(at512, 512, len(data))
+    assert not h5probe.natively_readable(at512, 512, len(data) - 1)  # HDF5 data past the member
+    at700 = wrapped("at700", b"PK\x03\x04" + bytes(696))
+    assert not h5probe.natively_readable(at700, 700, len(data))  # HDF5 does not look at 700
+    decoy = bytearray(b"PK\x03\x04" + bytes(1020))
+    decoy[512:520] = h5probe.HDF5_MAGIC  # HDF5 would find this one first
+    assert not h5probe.natively_readable(wrapped("decoy", bytes(decoy)), 1024, len(data))
+    at1024 = wrapped("at1024", b"PK\x03\x04" + bytes(1020))
+    assert h5probe.natively_readable(at1024, 1024, len(data))
+    with h5probe.open_hdf5(at1024, 1024, len(data)) as (f, base):
+        assert base == 0 and f["a"].id.get_offset() >= 1024  # offsets in the whole file
+        np.testing.assert_array_equal(f["a"][()], np.arange(10.0))
+
+
+@pytest.mark.parametrize("where", ["data", "metadata"])
+def test_damaged_member_is_reported_by_its_crc(tmp_path, where):
+    """A flipped byte in a weight's data (which the walk cannot see) or in the HDF5
+    metadata: the streamed CRC-32 names the damage; the model loaded before is unchanged."""
+    model = _model()
+    path = tmp_path / "m.keras"
+    model.save(path)
+    with zipfile.ZipFile(path) as zf:
+        size = zf.getinfo("model.weights.h5").file_size
+    with h5probe.open_hdf5(str(path), keras_zip.WEIGHTS_OFFSET, size) as (f, _):
+        kernel_at = f["layers/dense/vars/0"].id.get_offset()
+    data = bytearray(path.read_bytes())
+    at = kernel_at + 100 if where == "data" else keras_zip.WEIGHTS_OFFSET + 200
+    data[at] ^= 0x10
+    bad = tmp_path / "bad.keras"
+    bad.write_bytes(bytes(data))
+    with pytest.raises(SavingError, match=r"bad\.keras.*CRC-32"):
+        kgraph.models.load_model(bad)
+    target = _model()
+    before = target.get_weights()
+    with pytest.raises(SavingError, match="CRC-32"):
+        target.load_weights(bad)
+    for a, b in zip(before, target.get_weights()):
+        np.testing.assert_array_equal(a, b)
+
+
+def test_streamed_crc_equals_zlib_with_and_without_read_ahead(tmp_path, monkeypatch):
+    import zlib
+    model = _model()
+    path = tmp_path / "m.keras"
+    model.save(path)
+    with zipfile.ZipFile(path) as zf:
+        info = zf.getinfo("model.weights.h5")
+        expected = zlib.crc32(zf.read(info))
+        assert info.CRC == expected
+    image = h5files.Image(str(path), keras_zip.WEIGHTS_OFFSET, info.file_size)
+    for prefetch in (lambda n: True, lambda n: not n.startswith("/optimizer"), None):
+        opening = h5files.Opening(image, str(path), prefetch, checksum=True)
+        with opening.open():
+            pass
+        assert opening.crc() == expected
+    monkeypatch.setattr(h5files, "PREFLIGHT", False)
+    opening = h5files.Opening(image, str(path), lambda n: True, checksum=True)
+    assert opening.crc() == expected
+
+
+def test_a_load_that_fails_early_stops_reading(tmp_path, monkeypatch):
+    """config.json names a layer class nobody knows: the error comes from the build, while
+    the check and read-ahead had started; both are cancelled, and the next load works."""
+    model = _model()
+    path = tmp_path / "m.keras"
+    model.save(path)
+    with zipfile.ZipFile(path) as zin:
+        members = {n: zin.read(n) for n in zin.namelist()}
+    members["config.json"] = members["config.json"].replace(b'"Dense"', b'"Fancy"', 1)
+    bad = tmp_path / "bad.keras"
+    with zipfile.ZipFile(bad, "w") as zout:
+        for n, d in members.items():
+            zout.writestr(n, d)
+    with pytest.raises(SavingError, match="Fancy"):
+        kgraph.models.load_model(bad)
+    again = kgraph.models.load_model(path)
+    for a, b in zip(model.get_weights(), again.get_weights()):
+        np.testing.assert_array_equal(a, b)
