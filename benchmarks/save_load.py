@@ -50,15 +50,21 @@ def build():
     return model
 
 
-def median_time(fn, repeats):
-    fn()  # warm: page cache, first-use setup
-    times = []
-    for _ in range(repeats):
-        gc.collect()  # the models of earlier runs are cyclic garbage: not this run's cost
-        t = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - t)
-    return statistics.median(times)
+def interleaved(ops, repeats):
+    """{name: median seconds}: every operation once per round, `repeats` rounds after an
+    untimed one, so the baselines and kgraph's rows see the same machine (on a noisy 2-core
+    machine, blocks measured one after another drifted by 20-40 %). Each run follows a
+    garbage collection (loaded models are cyclic garbage: freeing one inside the next
+    run's timing added up to 100 ms at random)."""
+    times = {name: [] for name in ops}
+    for k in range(repeats + 1):
+        for name, fn in ops.items():
+            gc.collect()
+            t = time.perf_counter()
+            fn()
+            if k:
+                times[name].append(time.perf_counter() - t)
+    return {name: statistics.median(ts) for name, ts in times.items()}
 
 
 def raw_h5_write(path, arrays, fsync):
@@ -88,45 +94,57 @@ def main():
     p = lambda name: os.path.join(folder, name)  # noqa: E731
     r = args.repeats
 
-    from kgraph.saving import optimizer_state
+    from kgraph.saving import h5files, optimizer_state
     with_slots = arrays + optimizer_state.export(model)[1]
-    rows, base = [], {}
-    for tag, arrs in (("w", arrays), ("w+opt", with_slots)):
-        base[tag] = (median_time(lambda: raw_h5_write(p(f"raw-{tag}.h5"), arrs, fsync=True), r),
-                     median_time(lambda: raw_h5_read(p(f"raw-{tag}.h5"), len(arrs)), r))
-    raw_w_nosync = median_time(lambda: raw_h5_write(p("raw.h5"), arrays, fsync=False), r)
-    np_w = median_time(lambda: np.savez(p("raw.npz"), *arrays), r)
-    np_r = median_time(lambda: [a for a in np.load(p("raw.npz")).values()], r)
-
-    def bench(label, tag, save, load):
-        w, rd = median_time(save, r), median_time(load, r)
-        rows.append((label, tag, w, w / base[tag][0], rd, rd / base[tag][1]))
-
     plain = kgraph.models.clone_model(model)  # uncompiled: weights only
     plain.set_weights(arrays)
     plain.save_weights(p("first.weights.h5"))
     t = time.perf_counter()
     plain.load_weights(p("first.weights.h5"))
     first = time.perf_counter() - t
-    bench("save_weights / load_weights (.weights.h5)", "w",
-          lambda: plain.save_weights(p("plain.weights.h5")), lambda: plain.load_weights(p("plain.weights.h5")))
-    bench("save / load_model (.keras, include_optimizer=False)", "w",
-          lambda: model.save(p("n.keras"), include_optimizer=False),
-          lambda: kgraph.models.load_model(p("n.keras"), compile=False))
-    bench("save_weights / load_weights, compiled (.weights.h5)", "w+opt",
-          lambda: model.save_weights(p("m.weights.h5")), lambda: model.load_weights(p("m.weights.h5")))
-    bench("save / load_model (.h5)", "w+opt", lambda: model.save(p("m.h5")),
-          lambda: kgraph.models.load_model(p("m.h5")))
-    bench("save / load_model (.keras)", "w+opt", lambda: model.save(p("m.keras")),
-          lambda: kgraph.models.load_model(p("m.keras")))
 
-    from kgraph.saving import h5files
-    h5files.PREFLIGHT = False
-    bench("save_weights / load_weights (.weights.h5), unchecked", "w",
-          lambda: plain.save_weights(p("plain.weights.h5")), lambda: plain.load_weights(p("plain.weights.h5")))
-    bench("save / load_model (.h5), unchecked", "w+opt", lambda: model.save(p("m.h5")),
-          lambda: kgraph.models.load_model(p("m.h5")))
-    h5files.PREFLIGHT = True
+    def unchecked(fn):
+        def run():
+            h5files.PREFLIGHT = False
+            try:
+                fn()
+            finally:
+                h5files.PREFLIGHT = True
+        return run
+    # (label, data, save, load)
+    cases = [
+        ("save_weights / load_weights (.weights.h5)", "w",
+         lambda: plain.save_weights(p("plain.weights.h5")), lambda: plain.load_weights(p("plain.weights.h5"))),
+        ("save / load_model (.keras, include_optimizer=False)", "w",
+         lambda: model.save(p("n.keras"), include_optimizer=False),
+         lambda: kgraph.models.load_model(p("n.keras"), compile=False)),
+        ("save_weights / load_weights, compiled (.weights.h5)", "w+opt",
+         lambda: model.save_weights(p("m.weights.h5")), lambda: model.load_weights(p("m.weights.h5"))),
+        ("save / load_model (.h5)", "w+opt", lambda: model.save(p("m.h5")),
+         lambda: kgraph.models.load_model(p("m.h5"))),
+        ("save / load_model (.keras)", "w+opt", lambda: model.save(p("m.keras")),
+         lambda: kgraph.models.load_model(p("m.keras"))),
+        ("save_weights / load_weights (.weights.h5), unchecked", "w",
+         lambda: plain.save_weights(p("u.weights.h5")), unchecked(lambda: plain.load_weights(p("u.weights.h5")))),
+        ("save / load_model (.h5), unchecked", "w+opt", lambda: model.save(p("u.h5")),
+         unchecked(lambda: kgraph.models.load_model(p("u.h5")))),
+    ]
+    ops = {}
+    for tag, arrs in (("w", arrays), ("w+opt", with_slots)):
+        ops[f"raw write {tag}"] = lambda arrs=arrs, tag=tag: raw_h5_write(p(f"raw-{tag}.h5"), arrs, fsync=True)
+        ops[f"raw read {tag}"] = lambda arrs=arrs, tag=tag: raw_h5_read(p(f"raw-{tag}.h5"), len(arrs))
+    ops["raw write nosync"] = lambda: raw_h5_write(p("raw.h5"), arrays, fsync=False)
+    ops["savez"] = lambda: np.savez(p("raw.npz"), *arrays)
+    ops["np.load"] = lambda: [a for a in np.load(p("raw.npz")).values()]
+    for label, _, save, load in cases:
+        ops[f"save {label}"], ops[f"load {label}"] = save, load
+    med = interleaved(ops, r)
+    base = {tag: (med[f"raw write {tag}"], med[f"raw read {tag}"]) for tag in ("w", "w+opt")}
+    raw_w_nosync, np_w, np_r = med["raw write nosync"], med["savez"], med["np.load"]
+    rows = []
+    for label, tag, _, _ in cases:
+        w, rd = med[f"save {label}"], med[f"load {label}"]
+        rows.append((label, tag, w, w / base[tag][0], rd, rd / base[tag][1]))
 
     print(f"model: {params / 1e6:.2f}M parameters, {mb:.1f} MB of weights; medians of {r} runs; "
           f"files in {folder}")
