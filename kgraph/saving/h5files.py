@@ -44,7 +44,12 @@ READ_ERRORS = (OSError, KeyError, ValueError, TypeError, RuntimeError, OverflowE
 # helper is ready). A program that only reads files it wrote itself may set this to
 # False; damaged files can then crash the process inside the HDF5 library.
 PREFLIGHT = True
-CRC_PIECE = 4 << 20  # bytes hashed at a time where no dataset is read whole
+CRC_PIECE = 4 << 20  # bytes hashed at a time by crc_range
+# Reading ahead (Opening): bytes and pieces per preadv; gaps between datasets up to
+# MERGE_GAP are read too (into scratch) so that one call covers both.
+READ_BATCH = 8 << 20
+READ_PIECES = 256
+MERGE_GAP = 64 << 10
 
 
 @contextlib.contextmanager
@@ -209,35 +214,35 @@ class Opening:
         self._checked.set()
 
     def _read(self, runs):
-        """The selected runs into fresh arrays, each with one pread (a second reader thread
-        was slower: it needs the GIL between reads, and the parsing thread holds it); with a
-        checksum, also what lies between them, and everything in order to the CRC thread."""
+        """The selected runs into fresh arrays (one np.empty each, as h5py reads them), with a
+        checksum also every byte between them, in file order. Batches of about READ_BATCH
+        bytes are read with one preadv each: the GIL is released for a whole batch (a thread
+        waiting for it while the caller builds the model waits up to the switch interval,
+        5 ms, each time), and the CRC thread hashes one batch while the next is read."""
         hasher = None
         if self._crc is not None:
             hasher = threading.Thread(target=self._hash, daemon=True, name="kgraph-crc")
             hasher.start()
-        fd = None
+        fd, outcome = None, _CANCELLED  # (an unexpected error: crc() reads it all again)
         try:
             fd = os.open(self.image.path, os.O_RDONLY | getattr(os, "O_BINARY", 0))
-            pos = self.image.offset
-            for name, off, n in runs + [(None, self._end, 0)]:
-                while hasher is not None and pos < off and not self._cancel:  # between datasets
-                    piece = self._pread(fd, pos, min(off - pos, CRC_PIECE))
-                    self._crc.put(piece)
-                    pos += len(piece)
-                if name is None or self._cancel:
+            batch, start, size = [], self.image.offset, 0  # (name or None, buffer), file offset, bytes
+            for name, off, n in self._pieces(runs, hasher is not None):
+                if self._cancel:
                     break
-                buf = self._pread(fd, off, n, np.empty(n, np.uint8))
-                with self._cond:
-                    self._arrays[name] = buf
-                    self._done += 1
-                    self._cond.notify_all()
-                if hasher is not None:
-                    self._crc.put(buf)
-                pos = off + n
+                if batch and (off != start + size or size >= READ_BATCH or len(batch) >= READ_PIECES):
+                    self._read_batch(fd, batch, start)
+                    batch, size = [], 0
+                if not batch:
+                    start = off
+                batch.append((name, np.empty(n, np.uint8) if name is not None else bytearray(n)))
+                size += n
+            if batch and not self._cancel:
+                self._read_batch(fd, batch, start)
+            if not self._cancel:
+                outcome = None
         except OSError as e:  # h5py reads what was not read here (and reports the problem)
-            if hasher is not None:
-                self._crc.put(e)
+            outcome = e
         finally:
             if fd is not None:
                 os.close(fd)
@@ -245,18 +250,36 @@ class Opening:
                 self._done = len(self._index)
                 self._cond.notify_all()
             if hasher is not None:
-                self._crc.put(None if not self._cancel else _CANCELLED)
+                self._crc.put(outcome)
 
-    @staticmethod
-    def _pread(fd, off, n, buf=None):
-        buf = bytearray(n) if buf is None else buf
-        view, got = memoryview(buf).cast("B"), 0
-        while got < n:
-            step = h5probe.pread_into(fd, view[got:], off + got)
-            if step <= 0:
-                raise OSError(f"the file ends {n - got} bytes early")
-            got += step
-        return buf
+    def _pieces(self, runs, everything):
+        """(name, offset, nbytes) in file order: the runs, and between them (None, ...) the
+        bytes a checksum needs, or (without one) small gaps only, so that reads merge."""
+        pos = self.image.offset
+        for name, off, n in runs + [(None, self._end, 0)]:
+            gap = off - pos
+            if everything or (gap <= MERGE_GAP and name is not None):
+                while pos < off:
+                    step = min(off - pos, READ_BATCH)
+                    yield None, pos, step
+                    pos += step
+            if name is None:
+                return
+            yield name, off, n
+            pos = off + n
+
+    def _read_batch(self, fd, batch, start):
+        views = [memoryview(buf).cast("B") for _, buf in batch]
+        h5probe.preadv_all(fd, views, start)
+        with self._cond:
+            for name, buf in batch:
+                if name is not None:
+                    self._arrays[name] = buf
+                    self._done += 1
+            self._cond.notify_all()
+        if self._crc is not None:
+            for _, buf in batch:
+                self._crc.put(buf)
 
     def _hash(self):
         value = 0
@@ -293,7 +316,8 @@ class Opening:
         if entry is None or obj.dtype != dtype:
             return None
         run = h5probe.contiguous_extent(obj.id)
-        if run is None or self._base + run[0] != entry[1] or run[1] != entry[2]:
+        if (run is None or self._base + run[0] != entry[1] or run[1] != entry[2]
+                or run[1] != obj.size * dtype.itemsize):
             return None
         with self._cond:
             while self._done <= entry[0]:

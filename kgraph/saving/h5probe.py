@@ -45,6 +45,25 @@ def pread_into(fd, view, offset):
     return len(data)
 
 
+def preadv_all(fd, views, offset):
+    """Fills every buffer of `views` (memoryviews of bytes) from file offset `offset` on, in
+    order: one preadv call where the system has it (the GIL is released for all of it)."""
+    views = [v for v in views if len(v)]
+    while views:
+        if hasattr(os, "preadv"):
+            n = os.preadv(fd, views, offset)
+        else:
+            n = pread_into(fd, views[0], offset)
+        if n <= 0:
+            raise OSError(f"the file ends at {offset}, before the data it lists")
+        offset += n
+        while views and n >= len(views[0]):
+            n -= len(views[0])
+            views.pop(0)
+        if n:
+            views[0] = views[0][n:]
+
+
 def pwrite_all(fd, data, offset):
     """Writes all of `data` at file offset `offset`."""
     view = memoryview(data).cast("B")
@@ -203,17 +222,16 @@ def _read_attributes(oid, count):
 
 
 def contiguous_extent(dsid):
-    """(file offset, byte count) of a dataset stored as one plain run of bytes (contiguous,
-    unfiltered, allocated, in the file itself), else None. The offset counts from the start
-    of what h5py opened (a user block included)."""
-    plist = dsid.get_create_plist()
-    if (plist.get_layout() != h5py.h5d.CONTIGUOUS or plist.get_nfilters() or plist.get_external_count()
-            or dsid.dtype.kind not in "fiu"):
+    """(file offset, byte count) of a numeric dataset stored as one plain run of bytes in
+    the file itself, else None. HDF5 gives an offset only for such a run (none for
+    chunked, compact, external or unallocated data). The offset counts from the start of
+    what h5py opened (a user block included)."""
+    if dsid.dtype.kind not in "fiu":
         return None
     addr = dsid.get_offset()
     if addr is None:
         return None
-    return int(addr), int(np.prod(dsid.shape, dtype=np.int64)) * dsid.dtype.itemsize
+    return int(addr), int(dsid.get_storage_size())
 
 
 def walk(f):
