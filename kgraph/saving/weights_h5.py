@@ -37,15 +37,22 @@ def write(f, model, values: dict, optimizer=None):
 
 # -- reading ----------------------------------------------------------------------------
 def _vars_groups(root, display):
-    """{path: group} for every `vars` group below `layers/` (to any depth)."""
-    found = {}
+    """{path: group} for every `vars` group (to any depth). (The links are listed with
+    h5py's low-level visit: the high-level visititems makes an object of every node.)"""
+    names = []
 
-    def visit(name, obj):
-        if name.endswith("/vars") or name == "vars":
-            if not isinstance(obj, h5py.Group):
-                raise SavingError(display, f"'{obj.name}' should be a group, found a dataset")
-            found[name[:-len("/vars")] if name != "vars" else ""] = obj
-    root.visititems(visit)
+    def visit(name):
+        if name == b"vars" or name.endswith(b"/vars"):
+            names.append(name.decode("utf8", "surrogateescape"))
+    root.id.links.visit(visit)
+    found = {}
+    for name in names:
+        obj = root.get(name)
+        if obj is None:  # a soft link to nowhere
+            continue
+        if not isinstance(obj, h5py.Group):
+            raise SavingError(display, f"'{obj.name}' should be a group, found a dataset")
+        found[name[:-len("/vars")] if name != "vars" else ""] = obj
     return found
 
 
@@ -80,9 +87,9 @@ def read(f, model, display, with_optimizer=True, skip_mismatch=False, objects_to
         raise SavingError(display, "not a Keras weights file: it has no `layers` or `vars` group "
                                    f"(top-level entries: {sorted(f.keys())[:8]})")
     by_name: dict[str, list[str]] = {}
-    for path, grp in groups.items():
-        if "name" in grp.attrs:
-            nm = h5files.text_attr(grp, "name", display, required=False)
+    names = {path: h5files.text_attr(grp, "name", display, required=False) for path, grp in groups.items()}
+    for path, nm in names.items():
+        if nm is not None:
             by_name.setdefault(nm, []).append(path)
     skip_ids = {id(o) for o in objects_to_skip}
     entries = layout.store_entries(model)
@@ -94,7 +101,7 @@ def read(f, model, display, with_optimizer=True, skip_mismatch=False, objects_to
         if renamed:
             path = path.replace("layers", "_layer_checkpoint_dependencies", 1)
         grp = groups.get(path)
-        found_name = None if grp is None else h5files.text_attr(grp, "name", display, required=False)
+        found_name = None if grp is None else names[path]
         if grp is None or (found_name is not None and found_name != e.name):
             named = [p for p in by_name.get(e.name, []) if p not in used]
             if len(named) == 1:
