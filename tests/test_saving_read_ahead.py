@@ -5,6 +5,11 @@ the HDF5 library in place. Each path is checked both ways: it was taken, and the
 are those of a plain h5py read."""
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
+import tempfile
+import time
 import zipfile
 
 import h5py
@@ -125,26 +130,43 @@ def test_read_ahead_checks_the_offset_this_process_sees(tmp_path, monkeypatch):
 
 
 def test_a_refused_file_is_never_read_into_the_model(tmp_path, monkeypatch):
-    """The datasets are read while the walk goes on; when the walk then refuses the file,
-    the load fails and the model keeps its weights (the bytes read are never used)."""
-    monkeypatch.setattr(preflight, "USE_HELPER", False)  # the forked walk runs this module's code
+    """The helper lists the datasets, and they are read, before its walk refuses the file
+    (here: a dataset kept in an external file); the load fails and the model keeps its
+    weights (the bytes read are never used)."""
     model = _model()
-    model.save_weights(tmp_path / "m.weights.h5")
+    path = tmp_path / "m.weights.h5"
+    model.save_weights(path)
+    (tmp_path / "secret.bin").write_bytes(bytes(40))
+    with h5py.File(path, "r+") as f:
+        f.create_dataset("layers/extra", shape=(10,), dtype="f4", external=[(str(tmp_path / "secret.bin"), 0, 40)])
     target = _model(compiled=False)
     before = target.get_weights()
-    early = []
-    real_check = preflight.check
+    for _ in range(300):  # the helper (started at import) is ready
+        if preflight._helper() is not None:
+            break
+        time.sleep(0.05)
+    events = []
+    real_check, real_read = preflight.check, h5files.Opening._read
 
     def spying_check(*args, on_extents=None, **kwargs):
         def seen(runs):
-            early.append(len(runs))
+            events.append(("extents", len(runs)))
             on_extents(runs)
-        return real_check(*args, on_extents=seen if on_extents else None, **kwargs)
+        try:
+            return real_check(*args, on_extents=seen if on_extents else None, **kwargs)
+        finally:
+            events.append(("verdict", None))
+
+    def spying_read(self, runs):
+        events.append(("read", len(runs)))
+        return real_read(self, runs)
     monkeypatch.setattr(preflight, "check", spying_check)
-    monkeypatch.setattr(h5probe, "walk", lambda f: "refused for this test")
-    with pytest.raises(SavingError, match="refused for this test"):
-        target.load_weights(tmp_path / "m.weights.h5")
-    assert early and early[0] >= 6  # the read had been started
+    monkeypatch.setattr(h5files.Opening, "_read", spying_read)
+    with pytest.raises(SavingError, match="external files"):
+        target.load_weights(path)
+    kinds = [k for k, _ in events]
+    assert kinds.index("extents") < kinds.index("read") < kinds.index("verdict"), events
+    assert ("read", len(target.weights)) in events  # the weights, not the optimizer state
     for a, b in zip(before, target.get_weights()):
         np.testing.assert_array_equal(a, b)
 
@@ -273,3 +295,26 @@ def test_a_load_that_fails_early_stops_reading(tmp_path, monkeypatch):
     again = kgraph.models.load_model(path)
     for a, b in zip(model.get_weights(), again.get_weights()):
         np.testing.assert_array_equal(a, b)
+
+
+@pytest.mark.parametrize("setting, started", [("eager", True), ("lazy", False), ("off", False), ("sometimes", True)])
+def test_helper_starts_with_the_import_unless_told_otherwise(setting, started):
+    """KGRAPH_HDF5_HELPER: `import kgraph` starts the check's helper process (eager, the
+    default), or leaves it to the first check (lazy), or never uses one (off: checks fork);
+    an unknown value warns and means eager. Each way, a load works."""
+    code = ("import warnings, kgraph, numpy as np\n"
+            "from kgraph.saving import preflight\n"
+            "print(preflight._STATE['helper'] is not None, preflight.USE_HELPER)\n"
+            "m = kgraph.Sequential([kgraph.Input((3,)), kgraph.layers.Dense(2)])\n"
+            "m.save_weights(__import__('sys').argv[1])\n"
+            "w = m.get_weights(); m.set_weights([np.zeros_like(a) for a in w])\n"
+            "m.load_weights(__import__('sys').argv[1])\n"
+            "print(all(np.array_equal(a, b) for a, b in zip(w, m.get_weights())))\n")
+    with tempfile.TemporaryDirectory() as d:
+        env = dict(os.environ, KGRAPH_HDF5_HELPER=setting)
+        out = subprocess.run([sys.executable, "-c", code, os.path.join(d, "w.weights.h5")], env=env,
+                             capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0, out.stderr
+    first, loaded = out.stdout.split("\n")[:2]
+    assert first == f"{started} {setting != 'off'}" and loaded == "True"
+    assert ("KGRAPH_HDF5_HELPER should be" in out.stderr) == (setting == "sometimes")

@@ -1,11 +1,15 @@
 """Checks an untrusted HDF5 file in another process before this process parses it.
 
 The walk itself is kgraph/saving/h5probe.py. Where it runs:
-- a helper process (a fresh Python with only h5py loaded, started on the first check and
-  kept for later ones): a check then costs the walk plus a pipe round trip, a few ms;
-- until the helper is ready (its start takes a few hundred ms), or where it cannot run,
-  a forked child of this process (the fork alone took 8-10 ms in a 0.7 GB process); it is
-  reaped in the background, so the caller does not wait for its exit (another ~12 ms).
+- a helper process (a fresh Python with only h5py loaded, kept for all checks): a check
+  then costs the walk plus a pipe round trip, a few ms. It starts when kgraph is imported
+  (`import kgraph` takes about 0.5 s, the helper's start about 0.2 s on another core), so
+  that it is ready for the first load; KGRAPH_HDF5_HELPER=lazy starts it on the first
+  check instead, =off never;
+- until the helper is ready, or where it cannot run, a forked child of this process.
+  That costs 50-150 ms in a process that has onnxruntime loaded: the fork, and
+  copy-on-write faults in both processes while the child lives. The child is reaped in
+  the background, so the caller does not wait for its exit.
 A helper or child that crashes, or does not answer in time, makes the file a SavingError;
 a new helper starts on the next check. Damaged files can make the HDF5 library loop
 forever (measured: 9 of 20,000 byte-flipped files), so the time allowed is
@@ -25,6 +29,7 @@ import subprocess
 import sys
 import threading
 import time
+import warnings
 
 from kgraph.saving import h5probe
 from kgraph.saving.errors import SavingError
@@ -32,8 +37,15 @@ from kgraph.saving.errors import SavingError
 # A walk longer than this (plus the size allowance) is treated as stuck on a damaged file.
 PREFLIGHT_TIMEOUT_S = 10.0
 PREFLIGHT_BYTES_PER_S = 50e6
+# When the helper process starts: "eager" (start_helper(), called by kgraph/__init__.py),
+# "lazy" (on the first check), or "off" (every check forks).
+HELPER_START = os.environ.get("KGRAPH_HDF5_HELPER", "eager").strip().lower()
+if HELPER_START not in ("eager", "lazy", "off"):
+    warnings.warn(f"KGRAPH_HDF5_HELPER should be 'eager', 'lazy' or 'off', not {HELPER_START!r}: "
+                  "using 'eager'", RuntimeWarning, stacklevel=1)
+    HELPER_START = "eager"
 # Whether a persistent helper process may be used (else every check forks).
-USE_HELPER = True
+USE_HELPER = HELPER_START != "off"
 
 _HELPER_CODE = ("import importlib.util as u, sys\n"
                 "del sys.path[0]\n"
@@ -138,6 +150,19 @@ def _helper():
     return h if h.poll_ready(wait) else None
 
 
+def start_helper():
+    """Starts the helper in the background (when KGRAPH_HDF5_HELPER is "eager"), so that it
+    is ready by the first check; the caller does not wait (about 1 ms: vfork and exec)."""
+    if HELPER_START != "eager" or not USE_HELPER:
+        return
+    with _LOCK:
+        if _STATE["helper"] is None and _STATE["failed_starts"] < MAX_FAILED_STARTS:
+            try:
+                _STATE["helper"] = _Helper()
+            except (OSError, ValueError, subprocess.SubprocessError):
+                _STATE["failed_starts"] += 1
+
+
 def _close_helper():
     h = _STATE.get("helper")
     if h is not None and h.pid_owner == os.getpid():
@@ -200,7 +225,7 @@ def _fork_check(request, timeout, early):
         finally:
             os._exit(0)
     os.close(w)
-    data, deadline = b"", time.monotonic() + timeout
+    data, deadline, held = b"", time.monotonic() + timeout, []
     try:
         while True:
             while b"\n" in data:
@@ -208,8 +233,10 @@ def _fork_check(request, timeout, early):
                 reply = json.loads(line)
                 if "ok" in reply:
                     threading.Thread(target=_reap, args=(pid,), daemon=True).start()
+                    for line_before in held:  # (reading ahead while the child shares this
+                        early(line_before)    # process's pages would copy each page it writes)
                     return reply
-                early(reply)
+                held.append(reply)
             ready, _, _ = select.select([r], [], [], max(0.0, deadline - time.monotonic()))
             if not ready:
                 with contextlib.suppress(OSError):
