@@ -10,7 +10,9 @@ reading attributes). So before the process parses a file, another process walks 
 its metadata (kgraph/saving/preflight.py, kgraph/saving/h5probe.py); if that fails or
 dies, the file is reported as damaged with a SavingError instead of taking the process
 down. The process then reads the same bytes, which the walk has shown to be safe.
-An HDF5 image can also be a byte range of a file (a `.keras` archive's stored member).
+The walk also says where the datasets' bytes lie, so that they are read (plain reads,
+no parsing) while it goes on: Opening. An HDF5 image can also be a byte range of a
+file (a `.keras` archive's stored member).
 """
 from __future__ import annotations
 
