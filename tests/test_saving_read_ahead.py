@@ -34,6 +34,11 @@ def _model(compiled=True):
     return model
 
 
+def _everything(opening):
+    opening.select(h5files.Selection(lambda name, nbytes: True, 1 << 40))
+    return opening
+
+
 @pytest.fixture
 def taken(monkeypatch):
     """Names of the datasets whose data a load took from the read-ahead."""
@@ -104,7 +109,7 @@ def test_read_ahead_takes_only_plain_runs_of_the_asked_type(tmp_path):
         f["plain"] = plain
         f.create_dataset("chunked", data=chunked, chunks=(16, 16), compression="gzip")
         f["wide"] = wide
-    opening = h5files.Opening(path, str(path), prefetch=lambda name: True)
+    opening = _everything(h5files.Opening(path, str(path), read_ahead=True))
     with opening.open() as f:
         assert sorted(opening._index) == ["/plain", "/wide"]  # what the walk listed
         got = opening.take(f["plain"], np.dtype("f4"))
@@ -121,7 +126,7 @@ def test_read_ahead_checks_the_offset_this_process_sees(tmp_path, monkeypatch):
     path = tmp_path / "a.h5"
     with h5py.File(path, "w") as f:
         f["a"] = np.arange(100, dtype="f4")
-    opening = h5files.Opening(path, str(path), prefetch=lambda name: True)
+    opening = _everything(h5files.Opening(path, str(path), read_ahead=True))
     with opening.open() as f:
         i, off, n = opening._index["/a"]
         opening._index["/a"] = (i, off + 4, n)
@@ -146,7 +151,7 @@ def test_a_refused_file_is_never_read_into_the_model(tmp_path, monkeypatch):
             break
         time.sleep(0.05)
     events = []
-    real_check, real_read = preflight.check, h5files.Opening._read
+    real_check = preflight.check
 
     def spying_check(*args, on_extents=None, **kwargs):
         def seen(runs):
@@ -157,11 +162,14 @@ def test_a_refused_file_is_never_read_into_the_model(tmp_path, monkeypatch):
         finally:
             events.append(("verdict", None))
 
-    def spying_read(self, runs):
+    real_plan = h5files.Opening._plan
+
+    def spying_plan(self, extents):
+        runs = real_plan(self, extents)
         events.append(("read", len(runs)))
-        return real_read(self, runs)
+        return runs
     monkeypatch.setattr(preflight, "check", spying_check)
-    monkeypatch.setattr(h5files.Opening, "_read", spying_read)
+    monkeypatch.setattr(h5files.Opening, "_plan", spying_plan)
     with pytest.raises(SavingError, match="external files"):
         target.load_weights(path)
     kinds = [k for k, _ in events]
@@ -267,13 +275,15 @@ def test_streamed_crc_equals_zlib_with_and_without_read_ahead(tmp_path, monkeypa
         expected = zlib.crc32(zf.read(info))
         assert info.CRC == expected
     image = h5files.Image(str(path), keras_zip.WEIGHTS_OFFSET, info.file_size)
-    for prefetch in (lambda n: True, lambda n: not n.startswith("/optimizer"), None):
-        opening = h5files.Opening(image, str(path), prefetch, checksum=True)
+    for accept in (lambda n, b: True, lambda n, b: not n.startswith("/optimizer"), None):
+        opening = h5files.Opening(image, str(path), checksum=True, read_ahead=accept is not None)
+        if accept is not None:
+            opening.select(h5files.Selection(accept, 1 << 30))
         with opening.open():
             pass
         assert opening.crc() == expected
     monkeypatch.setattr(h5files, "PREFLIGHT", False)
-    opening = h5files.Opening(image, str(path), lambda n: True, checksum=True)
+    opening = h5files.Opening(image, str(path), checksum=True, read_ahead=True)
     assert opening.crc() == expected
 
 
@@ -318,3 +328,133 @@ def test_helper_starts_with_the_import_unless_told_otherwise(setting, started):
     first, loaded = out.stdout.split("\n")[:2]
     assert first == f"{started} {setting != 'off'}" and loaded == "True"
     assert ("KGRAPH_HDF5_HELPER should be" in out.stderr) == (setting == "sometimes")
+
+
+# -- what a hostile or odd file cannot make the read-ahead do --------------------------------
+def test_read_ahead_reads_only_what_the_model_can_hold(tmp_path):
+    """A 1 GiB dataset the model never asks for (a sparse file: nothing on disk), and a
+    weight of a hostile size: neither is read ahead; the load reads only its weights."""
+    model = _model()
+    path = tmp_path / "m.weights.h5"
+    model.save_weights(path)
+    with h5py.File(path, "r+") as f:
+        junk = f.create_dataset("junk", shape=(1 << 28,), dtype="f4")
+        junk[-1] = 1.0  # allocated, contiguous, all but one page unwritten
+        del f["layers/dense/vars/0"]
+        f.create_dataset("layers/dense/vars/0", shape=(1 << 26,), dtype="f4")[-1] = 1.0
+    plans = []
+    real_plan = h5files.Opening._plan
+
+    def spying_plan(self, extents):
+        runs = real_plan(self, extents)
+        plans.append(([r[0] for r in extents], [r[0] for r in runs]))
+        return runs
+    target = _model(compiled=False)
+    before = target.get_weights()
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setattr(h5files.Opening, "_plan", spying_plan)
+        with pytest.raises(SavingError, match=r"shape \(67108864,\)"):
+            target.load_weights(path)
+    listed, planned = plans[0]
+    assert "/junk" in listed and "/layers/dense/vars/0" in listed
+    assert "/junk" not in planned and "/layers/dense/vars/0" not in planned and planned
+    for a, b in zip(before, target.get_weights()):
+        np.testing.assert_array_equal(a, b)
+
+
+def test_integers_of_fewer_bits_are_converted_not_copied(tmp_path):
+    """An int32 dataset holding 12-bit values at bit offset 4: its bytes are not numpy's
+    int32s, so it is not taken from the read-ahead; h5py converts it."""
+    path = tmp_path / "odd.h5"
+    with h5py.File(path, "w") as f:
+        t = h5py.h5t.STD_I32LE.copy()
+        t.set_precision(12)
+        t.set_offset(4)
+        d = h5py.h5d.create(f.id, b"odd", t, h5py.h5s.create_simple((4,)))
+        d.write(h5py.h5s.ALL, h5py.h5s.ALL, np.array([1, 2, 3, -1], "i4"))
+    opening = _everything(h5files.Opening(path, str(path), read_ahead=True))
+    with opening.open() as f:
+        assert h5probe.contiguous_extent(f["odd"].id) is None
+        np.testing.assert_array_equal(h5files.read_array(f["odd"]), [1, 2, 3, -1])
+
+
+def test_loads_without_threads(tmp_path, monkeypatch):
+    """Where no thread can start, a load checks and reads in the calling thread, and a
+    .keras member's CRC-32 is still checked."""
+    model = _model()
+    model.save(tmp_path / "m.keras")
+    monkeypatch.setattr(h5files, "_spawn", lambda *a, **k: None)
+    loaded = kgraph.models.load_model(tmp_path / "m.keras")
+    for a, b in zip(model.get_weights(), loaded.get_weights()):
+        np.testing.assert_array_equal(a, b)
+    data = bytearray((tmp_path / "m.keras").read_bytes())
+    data[keras_zip.WEIGHTS_OFFSET + 300] ^= 1
+    (tmp_path / "bad.keras").write_bytes(bytes(data))
+    with pytest.raises(SavingError, match="CRC-32"):
+        kgraph.models.load_model(tmp_path / "bad.keras")
+
+
+def test_a_failing_read_ahead_leaves_the_checks_in_step(tmp_path, monkeypatch):
+    """The reader cannot start for one load: that load still works (h5py reads), and the
+    helper's next answer is about the next file (here one it must refuse)."""
+    model = _model()
+    model.save_weights(tmp_path / "m.weights.h5")
+    with h5py.File(tmp_path / "link.weights.h5", "w") as f:
+        f["layers/x"] = h5py.ExternalLink(str(tmp_path / "m.weights.h5"), "/layers")
+    target = _model()
+    with monkeypatch.context() as mp:
+        mp.setattr(h5files.Opening, "_start_reader", lambda self, extents: (_ for _ in ()).throw(RuntimeError("no")))
+        target.load_weights(tmp_path / "m.weights.h5")
+    for a, b in zip(model.get_weights(), target.get_weights()):
+        np.testing.assert_array_equal(a, b)
+    with pytest.raises(SavingError, match="external link"):
+        target.load_weights(tmp_path / "link.weights.h5")
+
+
+def test_a_file_replaced_during_the_load_is_an_error(tmp_path):
+    """The file is replaced (renamed over) after the check began: the load stops rather
+    than mix the old file's data with the new file's."""
+    a, b = _model(), _model()
+    b.set_weights([w + 1 for w in b.get_weights()])
+    a.save_weights(tmp_path / "m.weights.h5")
+    b.save_weights(tmp_path / "other.weights.h5")
+    opening = _everything(h5files.Opening(tmp_path / "m.weights.h5", "m.weights.h5", read_ahead=True))
+    os.replace(tmp_path / "other.weights.h5", tmp_path / "m.weights.h5")
+    with pytest.raises(SavingError, match="replaced or changed while it was being loaded"):
+        with opening.open():
+            pass
+
+
+def test_helper_not_started_without_a_python_to_start(monkeypatch):
+    monkeypatch.setattr(sys, "executable", "")
+    monkeypatch.setattr(preflight, "_STATE", {"helper": None, "failed_starts": 0})
+    preflight.start_helper()
+    assert preflight._STATE["helper"] is None and preflight._helper() is None
+
+
+@pytest.mark.skipif(not hasattr(os, "fork"), reason="os.fork is POSIX-only")
+def test_a_child_forked_during_a_check_checks_on_its_own(tmp_path):
+    """A fork while another thread holds the check's lock: the child's checks do not wait
+    for a lock nobody in the child will release."""
+    model = _model()
+    model.save_weights(tmp_path / "m.weights.h5")
+    with preflight._LOCK:
+        pid = os.fork()
+        if pid == 0:
+            code = 1
+            try:
+                reply = preflight.check(str(tmp_path / "m.weights.h5"), 0, None, "m")
+                code = 0 if reply.get("ok") else 2
+            finally:
+                os._exit(code)
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline:
+        done, status = os.waitpid(pid, os.WNOHANG)
+        if done:
+            break
+        time.sleep(0.05)
+    else:
+        os.kill(pid, 9)
+        os.waitpid(pid, 0)
+        raise AssertionError("the forked child's check hung")
+    assert os.WIFEXITED(status) and os.WEXITSTATUS(status) == 0

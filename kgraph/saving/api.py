@@ -13,6 +13,8 @@ import datetime
 import json
 import os
 
+import numpy as np
+
 from kgraph.engine.layer import deferred_initializers
 from kgraph.saving import (compile_config, h5files, keras_zip, legacy_h5, model_config, optimizer_state,
                            weights_h5)
@@ -156,12 +158,19 @@ def _read_weights_file(f, model, display, with_optimizer, skip_mismatch=False, b
         return values, plan
 
 
-def _prefetch(with_optimizer):
-    """Which datasets a load reads ahead (h5files.Opening): all, or all but the optimizer's
-    state when it will not be loaded."""
-    if with_optimizer:
-        return lambda name: True
-    return lambda name: not name.startswith(("/optimizer/", "/optimizer_weights/"))
+# The most optimizer slots kgraph keeps per weight (Adam with amsgrad: m, v, v_hat).
+SLOTS_PER_WEIGHT = 3
+
+
+def _selection(model, with_optimizer):
+    """What a load into `model` may read ahead (h5files.Selection): datasets no larger than
+    the model's largest weight (an optimizer slot mirrors a weight), the optimizer's only
+    when its state is loaded, and in all no more than the weights and their slots take."""
+    sizes = [int(np.prod(w.shape)) * np.dtype(w.dtype).itemsize for w in model.weights]
+    biggest, total = max(sizes, default=0), sum(sizes)
+    skip = () if with_optimizer else ("/optimizer/", "/optimizer_weights/")
+    budget = total * (1 + (SLOTS_PER_WEIGHT if with_optimizer else 0)) + (1 << 20)
+    return h5files.Selection(lambda name, n: n <= max(biggest, 64) and not name.startswith(skip), budget)
 
 
 def _read_from_archive(member, opening, model, display, with_optimizer, **options):
@@ -204,10 +213,13 @@ def load_weights(model, filepath, skip_mismatch=False, **kwargs):
             raise SavingError(path, "`objects_to_skip` is for `.weights.h5` files, not for .keras "
                                     "archives")
         with keras_zip.open_archive(path, path) as (_, _, member):
-            opening = member.opening(_prefetch(compiled))
+            opening = member.opening(read_ahead=True)
+            opening.select(_selection(model, compiled))
             values, plan = _read_from_archive(member, opening, model, path, compiled, **options)
     elif head == h5files.HDF5_MAGIC:
-        with h5files.open_h5(path, path, _prefetch(compiled)) as f:
+        opening = h5files.Opening(path, path, read_ahead=True)
+        opening.select(_selection(model, compiled))
+        with opening.open() as f:
             values, plan = _read_weights_file(f, model, path, compiled, **options)
     else:
         raise SavingError(path, "not a Keras weights file (neither HDF5 nor a .keras archive)")
@@ -245,8 +257,7 @@ def _build(raw, display, custom_objects):
 def _load_keras(path, custom_objects, compile):
     with keras_zip.open_archive(path, path) as (_, config, member):
         cc = config.get("compile_config")
-        # checked and read ahead while the model is built
-        opening = member.opening(_prefetch(bool(compile and cc)))
+        opening = member.opening(read_ahead=True)  # checked (and read ahead) while the model is built
         try:
             model = _build(config, path, custom_objects)
             if compile and cc:
@@ -256,6 +267,7 @@ def _load_keras(path, custom_objects, compile):
         except BaseException:
             opening.cancel()
             raise
+        opening.select(_selection(model, bool(getattr(model, "compiled", False))))
         values, plan = _read_from_archive(member, opening, model, path,
                                           bool(getattr(model, "compiled", False)))
     _assign(model, values, plan)
@@ -263,7 +275,8 @@ def _load_keras(path, custom_objects, compile):
 
 
 def _load_legacy(path, custom_objects, compile):
-    with h5files.open_h5(path, path, _prefetch(compile)) as f:
+    opening = h5files.Opening(path, path, read_ahead=True)
+    with opening.open() as f:
         with h5files.reading(path, "read the model"):
             raw = h5files.json_attr(f, "model_config", path, required=False)
             if raw is None:
@@ -274,7 +287,9 @@ def _load_legacy(path, custom_objects, compile):
         model = _build(raw, path, custom_objects)
         if compile and training:
             _compile(model, training, path, custom_objects)
-        values, plan = _read_weights_file(f, model, path, bool(getattr(model, "compiled", False)))
+        compiled = bool(getattr(model, "compiled", False))
+        opening.select(_selection(model, compiled))
+        values, plan = _read_weights_file(f, model, path, compiled)
     _assign(model, values, plan)
     return model
 

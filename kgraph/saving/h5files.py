@@ -52,6 +52,7 @@ CRC_PIECE = 4 << 20  # bytes hashed at a time by crc_range
 READ_BATCH = 8 << 20
 READ_PIECES = 256
 MERGE_GAP = 64 << 10
+CRC_QUEUE = 8  # pieces read but not hashed yet, at most (the reader waits)
 
 
 @contextlib.contextmanager
@@ -148,19 +149,48 @@ class Image:
 _CANCELLED = object()  # Opening's CRC, when its reading stopped early
 
 
+class Selection:
+    """Which datasets a load may read ahead (Opening.select): `accept(name, nbytes)`, and
+    no more than `budget` bytes in all. The caller knows the model it loads into, so a
+    file cannot make the read-ahead read what the model would never ask for."""
+
+    def __init__(self, accept, budget):
+        self.accept, self.budget = accept, int(budget)
+
+
+def _spawn(target, *args, name):
+    """A started daemon thread, or None where no thread can start (then the work is done
+    another way, or not ahead of time)."""
+    try:
+        t = threading.Thread(target=target, args=args, daemon=True, name=name)
+        t.start()
+        return t
+    except RuntimeError:
+        return None
+
+
+def _identity(st):
+    return st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns
+
+
 class Opening:
     """An untrusted HDF5 image on its way to being opened. From construction, a background
-    thread has it checked in another process (preflight) and then reads the bytes of the
-    datasets that `prefetch(name)` selects, each as one plain pread into a fresh array
-    (the check's walk reports where they lie), while the caller goes on (builds the
-    model). `open()` waits for the check only; `read_array` inside it takes a prefetched
-    array, so the data is read while the caller parses the file's metadata.
+    thread has it checked in another process (preflight); the walk first lists where the
+    plain datasets lie, and with `read_ahead` a reader thread then reads those the
+    caller's Selection (`select()`, once the model is known) accepts, in batches of one
+    preadv each, into fresh arrays, while the walk goes on and the caller builds the model.
+    `open()` waits for the verdict only; `read_array` inside it takes a read-ahead array
+    when this process's HDF5 says the same about the dataset (else h5py reads it). Bytes
+    read before the verdict are never used when the verdict is bad.
 
-    With `checksum`, the thread also reads the rest of the image in order, and a second
-    thread computes the CRC-32 of it all as the pieces arrive (a `.keras` member's check,
-    without a second read of the data): `crc()`."""
+    With `checksum`, the reader also reads the rest of the image, in order, and a hashing
+    thread computes its CRC-32 as the pieces arrive (a `.keras` member's check, without a
+    second read of the data): `crc()`.
 
-    def __init__(self, source, display, prefetch=None, checksum=False):
+    The file must stay the same file while it is loaded: `open()` raises SavingError if it
+    was replaced or changed after construction."""
+
+    def __init__(self, source, display, checksum=False, read_ahead=False):
         image = source if isinstance(source, Image) else Image(source)
         if not os.path.exists(image.path):
             raise SavingError(display, "no such file")
@@ -168,68 +198,100 @@ class Opening:
             raise SavingError(display, "is a folder, not a file")
         with reading(display, "open the file"):
             head = image.head()
-            end = image.offset + image.length if image.length is not None else os.path.getsize(image.path)
+            self._identity = _identity(os.stat(image.path))
         if head != HDF5_MAGIC:
             raise SavingError(display, "not an HDF5 file (wrong signature"
                                        f"{', empty file' if not head else ''})")
-        self.image, self.display, self._end = image, display, end
-        self._prefetch = prefetch if PREFLIGHT else None  # (unchecked: h5py reads everything)
+        size = self._identity[2]
+        self.image, self.display = image, display
+        self._end = image.offset + image.length if image.length is not None else size
+        self._read_ahead = read_ahead and PREFLIGHT  # (unchecked: h5py reads everything)
         self._base = image.offset  # where dataset offsets count from (set by open())
-        self._checked = threading.Event()
+        self._checked = threading.Event()  # the verdict is in
+        self._planned = threading.Event()  # what is read ahead is known (_index)
+        self._selected = threading.Event()
+        self._selection = None
         self._error = None
         self._index: dict = {}   # name -> (position in reading order, offset, nbytes)
-        self._arrays: dict = {}  # name -> uint8 array, once read
-        self._done = 0           # how many of the selected datasets have been read
+        self._arrays: dict = {}  # name -> uint8 array, once read (until taken)
+        self._done = 0           # how many of the indexed datasets have been read
         self._cond = threading.Condition()
         self._cancel = False
-        self._crc = queue.Queue() if checksum else None
-        self._crc_result = None  # int, or an OSError, once computed
+        self._checksum = checksum
+        self._crc = queue.Queue(maxsize=CRC_QUEUE) if checksum else None
+        self._crc_result = _CANCELLED  # int, or an OSError, once computed
         self._crc_done = threading.Event()
-        self._reader = None  # the thread reading ahead, once started
+        self._reader = self._hasher = None
+        self._inline = False
         if PREFLIGHT or checksum:
-            threading.Thread(target=self._run, daemon=True, name="kgraph-h5-open").start()
+            if _spawn(self._run, name="kgraph-h5-open") is None:
+                self._inline = True  # no thread: open() checks, h5py reads
         else:
+            self._planned.set()
             self._checked.set()
 
+    # -- the background: check, then read ------------------------------------------------
     def _run(self):
-        def start(extents):  # the walk's list of datasets: read them while it goes on
-            runs, pos = [], self.image.offset
-            for name, off, n in sorted(extents, key=lambda r: r[1]) if self._prefetch is not None else ():
-                if self._prefetch(name) and off >= pos and off + n <= self._end:
-                    runs.append((name, off, n))
-                    pos = off + n
-            with self._cond:
-                self._index = {name: (i, off, n) for i, (name, off, n) in enumerate(runs)}
-            if runs or self._crc is not None:
-                self._reader = threading.Thread(target=self._read, args=(runs,), daemon=True,
-                                                name="kgraph-h5-read")
-                self._reader.start()
+        extents = None
+
+        def listed(runs):  # the walk's list of datasets: read them while it goes on
+            nonlocal extents
+            extents = runs
+            self._start_reader(runs)
         if PREFLIGHT:
             try:
                 preflight.check(self.image.path, self.image.offset, self.image.length, self.display,
-                                extents=self._prefetch is not None, on_extents=start)
+                                extents=self._read_ahead and not self._inline,
+                                on_extents=None if self._inline else listed)
             except BaseException as e:  # a SavingError (damaged file), reported by open()
                 self._error = e
                 self.cancel()
-        if self._reader is None and self._error is None:
-            start([])
+        if extents is None and self._error is None and self._checksum and not self._inline:
+            self._start_reader([])  # (no list: the checksum still reads it all)
+        if self._reader is None:
+            self._planned.set()
         self._checked.set()
 
-    def _read(self, runs):
-        """The selected runs into fresh arrays (one np.empty each, as h5py reads them), with a
+    def _start_reader(self, extents):
+        self._reader = _spawn(self._read, extents, name="kgraph-h5-read")
+        if self._reader is None:
+            self._planned.set()
+
+    def _plan(self, extents):
+        """The runs to read ahead, in file order: accepted by the selection, within the
+        image, not overlapping, within the budget."""
+        runs, pos, left = [], self.image.offset, 0
+        sel = self._selection
+        if sel is not None and not self._cancel:
+            left = sel.budget
+            for name, off, n in sorted(extents, key=lambda r: r[1]):
+                if off >= pos and off + n <= self._end and n <= left and sel.accept(name, n):
+                    runs.append((name, off, n))
+                    pos, left = off + n, left - n
+        return runs
+
+    def _read(self, extents):
+        """The planned runs into fresh arrays (one np.empty each, as h5py reads them), with a
         checksum also every byte between them, in file order. Batches of about READ_BATCH
         bytes are read with one preadv each: the GIL is released for a whole batch (a thread
         waiting for it while the caller builds the model waits up to the switch interval,
-        5 ms, each time), and the CRC thread hashes one batch while the next is read."""
-        hasher = None
-        if self._crc is not None:
-            hasher = threading.Thread(target=self._hash, daemon=True, name="kgraph-crc")
-            hasher.start()
+        5 ms, each time), and the hashing thread hashes one batch while the next is read."""
         fd, outcome = None, _CANCELLED  # (an unexpected error: crc() reads it all again)
         try:
+            if self._checksum:
+                self._hasher = _spawn(self._hash, name="kgraph-crc")
+            if self._read_ahead and extents:
+                self._selected.wait()  # the caller's selection (or a cancel)
+            runs = self._plan(extents) if extents else []
             fd = os.open(self.image.path, os.O_RDONLY | getattr(os, "O_BINARY", 0))
-            batch, start, size = [], self.image.offset, 0  # (name or None, buffer), file offset, bytes
-            for name, off, n in self._pieces(runs, hasher is not None):
+            if _identity(os.fstat(fd)) != self._identity:
+                runs = []  # another file now: read nothing ahead (open() reports it)
+            with self._cond:
+                self._index = {name: (i, off, n) for i, (name, off, n) in enumerate(runs)}
+            self._planned.set()
+            hashing = self._hasher is not None
+            batch, start, size = [], self.image.offset, 0  # (name or None, buffer), offset, bytes
+            for name, off, n in self._pieces(runs, hashing):
                 if self._cancel:
                     break
                 if batch and (off != start + size or size >= READ_BATCH or len(batch) >= READ_PIECES):
@@ -241,17 +303,18 @@ class Opening:
                 size += n
             if batch and not self._cancel:
                 self._read_batch(fd, batch, start)
-            if not self._cancel:
+            if not self._cancel and hashing:
                 outcome = None
         except OSError as e:  # h5py reads what was not read here (and reports the problem)
             outcome = e
         finally:
             if fd is not None:
                 os.close(fd)
+            self._planned.set()
             with self._cond:
                 self._done = len(self._index)
                 self._cond.notify_all()
-            if hasher is not None:
+            if self._hasher is not None:
                 self._crc.put(outcome)
 
     def _pieces(self, runs, everything):
@@ -276,33 +339,46 @@ class Opening:
         with self._cond:
             for name, buf in batch:
                 if name is not None:
-                    self._arrays[name] = buf
+                    if not self._cancel:
+                        self._arrays[name] = buf
                     self._done += 1
             self._cond.notify_all()
-        if self._crc is not None:
+        if self._hasher is not None:
             for _, buf in batch:
                 self._crc.put(buf)
 
     def _hash(self):
-        value = 0
-        while True:
+        value, failed = 0, False
+        while True:  # (drains the queue to the end even after a failure: the reader never waits)
             piece = self._crc.get()
             if piece is None or piece is _CANCELLED or isinstance(piece, OSError):
-                self._crc_result = value if piece is None else piece
+                self._crc_result = _CANCELLED if failed else (value if piece is None else piece)
                 self._crc_done.set()
                 return
-            value = crc32(piece, value)
+            if not failed:
+                try:
+                    value = crc32(piece, value)
+                except Exception:  # (crc() then reads it all again)
+                    failed = True
+
+    # -- the caller ----------------------------------------------------------------------
+    def select(self, selection):
+        """What may be read ahead (a Selection); until it is given, nothing is."""
+        self._selection = selection
+        self._selected.set()
 
     def crc(self):
         """The CRC-32 of the image's bytes (an OSError when they could not be read)."""
-        if self._crc is None:
+        if not self._checksum:
             raise ValueError("this Opening computes no checksum")
+        self._selected.set()  # (no selection given by now: only the checksum reads)
         self._checked.wait()
-        if self._reader is not None:
+        self._planned.wait()
+        if self._hasher is not None:
             self._crc_done.wait()
-        if self._reader is not None and self._crc_result is not _CANCELLED:
+        if self._crc_result is not _CANCELLED:
             return self._crc_result
-        try:  # the reading ahead stopped early (or never started): read it all again
+        try:  # the reading ahead stopped early (or never ran): read it all again
             fd = os.open(self.image.path, os.O_RDONLY | getattr(os, "O_BINARY", 0))
             try:
                 return crc_range(fd, self.image.offset, self._end - self.image.offset)
@@ -312,10 +388,13 @@ class Opening:
             return e
 
     def take(self, obj, dtype):
-        """The prefetched data of dataset `obj` as an array of `dtype`, or None (not
-        prefetched, not read, or the file says otherwise: then h5py reads it)."""
+        """The read-ahead data of dataset `obj` as an array of `dtype`, or None (not read
+        ahead, not readable, or this process's HDF5 says otherwise: then h5py reads it)."""
+        if self._selection is None or obj.dtype != dtype:
+            return None
+        self._planned.wait()
         entry = self._index.get(obj.name)
-        if entry is None or obj.dtype != dtype:
+        if entry is None:
             return None
         run = h5probe.contiguous_extent(obj.id)
         if (run is None or self._base + run[0] != entry[1] or run[1] != entry[2]
@@ -328,13 +407,25 @@ class Opening:
         return None if buf is None else buf.view(dtype).reshape(obj.shape)
 
     def cancel(self):
-        """Stops the reading ahead (the check, if still running, finishes in the background)."""
+        """Stops the reading ahead and drops what it read (the check, if still running,
+        finishes in the background)."""
         self._cancel = True
+        self._selected.set()
+        with self._cond:
+            self._arrays.clear()
+
+    def join(self, timeout):
+        """Waits (up to `timeout` s) for the reader to stop, e.g. before the file goes."""
+        for t in (self._reader, self._hasher):
+            if t is not None:
+                t.join(timeout)
 
     @contextlib.contextmanager
     def open(self):
-        """The h5py file, once the check has passed; inside, read_array uses the prefetch."""
+        """The h5py file, once the check has passed; inside, read_array uses the read-ahead."""
         try:
+            if self._inline:
+                self._run()
             self._checked.wait()
             if self._error is not None:
                 raise self._error
@@ -342,11 +433,17 @@ class Opening:
                 with reading(self.display, "open the HDF5 file"):
                     f, self._base = stack.enter_context(h5probe.open_hdf5(
                         self.image.path, self.image.offset, self.image.length))
+                    if _identity(os.stat(self.image.path)) != self._identity:
+                        raise SavingError(self.display, "the file was replaced or changed while it "
+                                                        "was being loaded")
                 token = _OPENING.set((f.id.fileno, self))
                 try:
                     yield f
                 finally:
                     _OPENING.reset(token)
+                    self._selected.set()  # (none given: nothing more is read ahead)
+                    with self._cond:
+                        self._arrays.clear()  # (read ahead but not asked for)
         except BaseException:
             self.cancel()
             raise
@@ -369,9 +466,9 @@ def crc_range(fd, offset, length, value=0):
 _OPENING: contextvars.ContextVar = contextvars.ContextVar("kgraph_h5_opening", default=None)
 
 
-def open_h5(source, display, prefetch=None):
+def open_h5(source, display):
     """An untrusted HDF5 image (a path or an Image), checked first, open for reading."""
-    return Opening(source, display, prefetch).open()
+    return Opening(source, display).open()
 
 
 def text_attr(obj, name, display, required=True):

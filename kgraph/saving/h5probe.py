@@ -223,11 +223,12 @@ def _read_attributes(oid, count):
 
 def contiguous_extent(dsid):
     """(file offset, byte count) of a numeric dataset stored as one plain run of bytes in
-    the file itself, else None. HDF5 gives an offset only for such a run (none for
+    the file itself, in exactly numpy's layout of its type, else None. HDF5 gives an offset only for such a run (none for
     chunked, compact, external or unallocated data). The offset counts from the start of
     what h5py opened (a user block included)."""
-    if dsid.dtype.kind not in "fiu":
-        return None
+    dtype = dsid.dtype
+    if dtype.kind not in "fiu" or not dsid.get_type().equal(h5py.h5t.py_create(dtype)):
+        return None  # (an integer of fewer bits, or at a bit offset: HDF5 converts it)
     addr = dsid.get_offset()
     if addr is None:
         return None

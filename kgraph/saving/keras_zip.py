@@ -207,9 +207,9 @@ class WeightsMember:
         self.display, self.image, self._extracted = display, image, extracted
         self._expected, self._opening = crc, None
 
-    def opening(self, prefetch=None):
-        self._opening = h5files.Opening(self.image, self.display, prefetch,
-                                        checksum=self._expected is not None)
+    def opening(self, read_ahead=False):
+        self._opening = h5files.Opening(self.image, self.display, checksum=self._expected is not None,
+                                        read_ahead=read_ahead)
         return self._opening
 
     def verify(self):
@@ -225,6 +225,8 @@ class WeightsMember:
     def close(self):
         if self._opening is not None:
             self._opening.cancel()
+            if self._extracted is not None:
+                self._opening.join(5.0)  # (Windows cannot delete a file that is open)
         if self._extracted is not None:
             with contextlib.suppress(OSError):
                 os.unlink(self._extracted)

@@ -66,7 +66,11 @@ class _Helper:
         self.pid_owner = os.getpid()
         self.lines: queue.Queue = queue.Queue()
         self.ready = False
-        threading.Thread(target=self._pump, daemon=True, name="kgraph-h5probe-reader").start()
+        try:
+            threading.Thread(target=self._pump, daemon=True, name="kgraph-h5probe-reader").start()
+        except RuntimeError:
+            self.kill()
+            raise
 
     def _pump(self):
         try:
@@ -139,11 +143,12 @@ def _helper():
     if h is not None and (h.pid_owner != os.getpid() or not h.alive()):
         h = _STATE["helper"] = None
     if h is None:
-        if _STATE["failed_starts"] >= MAX_FAILED_STARTS:
+        if (_STATE["failed_starts"] >= MAX_FAILED_STARTS or not sys.executable
+                or getattr(sys, "frozen", False)):  # (a frozen app's executable is the app)
             return None
         try:
             h = _STATE["helper"] = _Helper()
-        except (OSError, ValueError, subprocess.SubprocessError):
+        except Exception:
             _STATE["failed_starts"] += 1
             return None
     wait = 0.0 if hasattr(os, "fork") else PREFLIGHT_TIMEOUT_S  # no fork: wait for it
@@ -152,14 +157,18 @@ def _helper():
 
 def start_helper():
     """Starts the helper in the background (when KGRAPH_HDF5_HELPER is "eager"), so that it
-    is ready by the first check; the caller does not wait (about 1 ms: vfork and exec)."""
-    if HELPER_START != "eager" or not USE_HELPER:
+    is ready by the first check; the caller does not wait (about 1 ms: vfork and exec).
+    Not in a frozen application (its executable is not Python), without an executable,
+    or in a multiprocessing child (most never load a file: they start one when they do)."""
+    import multiprocessing
+    if (HELPER_START != "eager" or not USE_HELPER or not sys.executable or getattr(sys, "frozen", False)
+            or multiprocessing.parent_process() is not None):
         return
     with _LOCK:
         if _STATE["helper"] is None and _STATE["failed_starts"] < MAX_FAILED_STARTS:
             try:
                 _STATE["helper"] = _Helper()
-            except (OSError, ValueError, subprocess.SubprocessError):
+            except Exception:  # (the first check starts one, or forks)
                 _STATE["failed_starts"] += 1
 
 
@@ -170,10 +179,19 @@ def _close_helper():
 
 
 def _forget_in_child():
+    """After a fork, the child has no helper of its own, and no check in progress: the pipe
+    to the parent's helper points to /dev/null before it is closed (so that nothing
+    buffered reaches the helper), and the lock is new (a check another thread was running
+    at the fork holds the old one)."""
+    global _LOCK
+    _LOCK = threading.Lock()
     h = _STATE.get("helper")
     _STATE["helper"] = None
     if h is not None:
         with contextlib.suppress(OSError, ValueError):
+            null = os.open(os.devnull, os.O_WRONLY)
+            os.dup2(null, h.proc.stdin.fileno())
+            os.close(null)
             h.proc.stdin.close()
 
 
@@ -269,7 +287,10 @@ def check(path, offset, length, display, extents=False, on_extents=None):
         if "extents" in reply and "extents" not in early_runs:
             early_runs["extents"] = reply["extents"]
             if on_extents is not None:
-                on_extents(reply["extents"])
+                try:
+                    on_extents(reply["extents"])
+                except Exception:  # (nothing is read ahead then; the check goes on)
+                    pass
     size = length if length is not None else os.path.getsize(path) - offset
     timeout = PREFLIGHT_TIMEOUT_S + max(size, 0) / PREFLIGHT_BYTES_PER_S
     with _LOCK:
@@ -282,6 +303,10 @@ def check(path, offset, length, display, extents=False, on_extents=None):
                 h.kill()
                 _STATE["helper"] = None
                 h = None
+            except BaseException:  # (interrupted: its reply would answer the next request)
+                h.kill()
+                _STATE["helper"] = None
+                raise
             else:
                 if reply is None or reply == "timeout":
                     code = h.proc.returncode
