@@ -193,7 +193,9 @@ def open_hdf5(path, offset=0, length=None):
     """(h5py file for reading, the file offset its dataset offsets count from): the file
     itself, or a byte range of it (opened natively where possible, else via RangeFile)."""
     if (offset == 0 and length is None) or natively_readable(path, offset, length):
-        with h5py.File(path, "r") as f:
+        # (best-effort locking: where the filesystem has no locks, as some NFS and Lustre
+        # mounts, HDF5 would refuse the file)
+        with h5py.File(path, "r", locking="best-effort") as f:
             yield f, 0
     else:
         with RangeFile(path, offset, length) as rf, h5py.File(rf, "r") as f:
