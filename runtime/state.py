@@ -113,12 +113,16 @@ class TrainingState:
         return value * scale if value is not None and scale != 1.0 else value
 
     def _slot_read(self, where) -> np.ndarray:
+        return self._slot_view(where).copy()
+
+    def _slot_view(self, where) -> np.ndarray:
+        """The slot's current value: a view of the runtime's buffer on the CPU."""
         name, offset, shape = where
         arr = self.current(name)
         if offset is None:
-            return arr.copy()
+            return arr
         n = int(np.prod(shape, dtype=np.int64))
-        return arr.reshape(-1)[offset:offset + n].reshape(shape).copy()
+        return arr.reshape(-1)[offset:offset + n].reshape(shape)
 
     # -- optimizer state in and out (saving) ----------------------------------------
     def restore_slots(self, values: dict):
@@ -156,10 +160,9 @@ class TrainingState:
         out = {}
         for key, where in self._slot_where.items():
             if where[0] in self.buffers[0]:
-                v = out[key] = self._slot_read(where)       # a copy: back to Keras's units in place
                 scale = self.optimizer.slot_scale(key[1])
-                if scale != 1.0:
-                    np.divide(v, scale, out=v, casting="unsafe")
+                view = self._slot_view(where)   # copied in the pass back to Keras's units
+                out[key] = view.copy() if scale == 1.0 else (view / scale).astype(view.dtype, copy=False)
         for key, v in self._restored.items():
             out[key] = np.array(v, copy=True)
         return out

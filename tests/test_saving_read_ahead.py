@@ -111,6 +111,7 @@ def test_read_ahead_takes_only_plain_runs_of_the_asked_type(tmp_path):
         f["wide"] = wide
     opening = _everything(h5files.Opening(path, str(path), read_ahead=True))
     with opening.open() as f:
+        opening._planned.wait()  # (take() waits for the plan; this looks at it first)
         assert sorted(opening._index) == ["/plain", "/wide"]  # what the walk listed
         got = opening.take(f["plain"], np.dtype("f4"))
         np.testing.assert_array_equal(got, plain)
@@ -128,6 +129,7 @@ def test_read_ahead_checks_the_offset_this_process_sees(tmp_path, monkeypatch):
         f["a"] = np.arange(100, dtype="f4")
     opening = _everything(h5files.Opening(path, str(path), read_ahead=True))
     with opening.open() as f:
+        opening._planned.wait()
         i, off, n = opening._index["/a"]
         opening._index["/a"] = (i, off + 4, n)
         assert opening.take(f["a"], np.dtype("f4")) is None
@@ -135,9 +137,9 @@ def test_read_ahead_checks_the_offset_this_process_sees(tmp_path, monkeypatch):
 
 
 def test_a_refused_file_is_never_read_into_the_model(tmp_path, monkeypatch):
-    """The helper lists the datasets, and they are read, before its walk refuses the file
-    (here: a dataset kept in an external file); the load fails and the model keeps its
-    weights (the bytes read are never used)."""
+    """The helper lists the datasets before its walk refuses the file (here: a dataset kept
+    in an external file), and they are read (while the walk goes on, or just after); the
+    load fails and the model keeps its weights (the bytes read are never used)."""
     model = _model()
     path = tmp_path / "m.weights.h5"
     model.save_weights(path)
@@ -173,8 +175,8 @@ def test_a_refused_file_is_never_read_into_the_model(tmp_path, monkeypatch):
     with pytest.raises(SavingError, match="external files"):
         target.load_weights(path)
     kinds = [k for k, _ in events]
-    assert kinds.index("extents") < kinds.index("read") < kinds.index("verdict"), events
-    assert ("read", len(target.weights)) in events  # the weights, not the optimizer state
+    assert kinds.index("extents") < kinds.index("verdict"), events  # listed before the verdict
+    assert ("read", len(target.weights)) in events  # read: the weights, not the optimizer state
     for a, b in zip(before, target.get_weights()):
         np.testing.assert_array_equal(a, b)
 
