@@ -57,7 +57,7 @@ def taken(monkeypatch):
 def _h5_arrays(path, offset=0, length=None):
     """Every dataset as h5py reads it (the reference)."""
     out = {}
-    with h5probe.open_hdf5(str(path), offset, length) as (f, _):
+    with h5probe.open_hdf5(str(path), offset, length) as (f, _, _):
         f.visititems(lambda n, o: out.__setitem__("/" + n, o[()]) if isinstance(o, h5py.Dataset) else None)
     return out
 
@@ -236,7 +236,7 @@ def test_natively_readable_only_where_hdf5_finds_that_image(tmp_path):
     assert not h5probe.natively_readable(wrapped("decoy", bytes(decoy)), 1024, len(data))
     at1024 = wrapped("at1024", b"PK\x03\x04" + bytes(1020))
     assert h5probe.natively_readable(at1024, 1024, len(data))
-    with h5probe.open_hdf5(at1024, 1024, len(data)) as (f, base):
+    with h5probe.open_hdf5(at1024, 1024, len(data)) as (f, base, _):
         assert base == 0 and f["a"].id.get_offset() >= 1024  # offsets in the whole file
         np.testing.assert_array_equal(f["a"][()], np.arange(10.0))
 
@@ -250,7 +250,7 @@ def test_damaged_member_is_reported_by_its_crc(tmp_path, where):
     model.save(path)
     with zipfile.ZipFile(path) as zf:
         size = zf.getinfo("model.weights.h5").file_size
-    with h5probe.open_hdf5(str(path), keras_zip.WEIGHTS_OFFSET, size) as (f, _):
+    with h5probe.open_hdf5(str(path), keras_zip.WEIGHTS_OFFSET, size) as (f, _, _):
         kernel_at = f["layers/dense/vars/0"].id.get_offset()
     data = bytearray(path.read_bytes())
     at = kernel_at + 100 if where == "data" else keras_zip.WEIGHTS_OFFSET + 200
@@ -427,6 +427,35 @@ def test_a_file_replaced_during_the_load_is_an_error(tmp_path):
             pass
 
 
+@pytest.mark.parametrize("kind", ["weights.h5", "keras", "h5"])
+def test_a_load_whose_file_is_replaced_starts_again(tmp_path, monkeypatch, kind):
+    """A checkpoint saved again (renamed over) while it is being loaded: the walk sees the
+    new file, the load had begun on the old one; the load starts again and gives the new
+    file's weights, never a mix."""
+    old, new = _model(), _model()
+    new.set_weights([w + 1 for w in new.get_weights()])
+    path = tmp_path / f"m.{kind}"
+    save = (lambda m, p: m.save_weights(p)) if kind == "weights.h5" else (lambda m, p: m.save(p))
+    save(old, path)
+    save(new, tmp_path / f"new.{kind}")
+    real_check, calls = preflight.check, []
+
+    def replacing_check(*args, **kwargs):
+        calls.append(1)
+        if len(calls) == 1:
+            os.replace(tmp_path / f"new.{kind}", path)
+        return real_check(*args, **kwargs)
+    monkeypatch.setattr(preflight, "check", replacing_check)
+    if kind == "weights.h5":
+        loaded = _model()
+        loaded.load_weights(path)
+    else:
+        loaded = kgraph.models.load_model(path)
+    assert len(calls) == 2
+    for a, b in zip(new.get_weights(), loaded.get_weights()):
+        np.testing.assert_array_equal(a, b)
+
+
 def test_helper_not_started_without_a_python_to_start(monkeypatch):
     monkeypatch.setattr(sys, "executable", "")
     monkeypatch.setattr(preflight, "_STATE", {"helper": None, "failed_starts": 0})
@@ -460,3 +489,24 @@ def test_a_child_forked_during_a_check_checks_on_its_own(tmp_path):
         os.waitpid(pid, 0)
         raise AssertionError("the forked child's check hung")
     assert os.WIFEXITED(status) and os.WEXITSTATUS(status) == 0
+
+
+def test_no_helper_in_multiprocessing_workers():
+    """Workers (spawn: they import kgraph again) start no helper of their own until they
+    load a file: a Pool of 32 would otherwise start 32."""
+    code = ("import multiprocessing as mp\n"
+            "import kgraph  # (at the top: a spawn worker imports it again while it starts)\n"
+            "from kgraph.saving import preflight\n"
+            "def probe(_):\n"
+            "    return preflight._STATE['helper'] is None\n"
+            "if __name__ == '__main__':\n"
+            "    with mp.get_context('spawn').Pool(2) as pool:\n"
+            "        print(preflight._STATE['helper'] is not None, all(pool.map(probe, range(2))))\n")
+    with tempfile.TemporaryDirectory() as d:
+        script = os.path.join(d, "pool.py")
+        with open(script, "w") as fh:
+            fh.write(code)
+        out = subprocess.run([sys.executable, script], capture_output=True, text=True, timeout=180,
+                             env=dict(os.environ, PYTHONPATH=os.getcwd()))
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.strip() == "True True"

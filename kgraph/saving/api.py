@@ -18,7 +18,7 @@ import numpy as np
 from kgraph.engine.layer import deferred_initializers
 from kgraph.saving import (compile_config, h5files, keras_zip, legacy_h5, model_config, optimizer_state,
                            weights_h5)
-from kgraph.saving.errors import SavingError
+from kgraph.saving.errors import FileChanged, SavingError
 
 LEGACY_SUFFIXES = (".h5", ".hdf5")
 
@@ -180,6 +180,8 @@ def _read_from_archive(member, opening, model, display, with_optimizer, **option
     try:
         with opening.open() as f:
             out = _read_weights_file(f, model, display, with_optimizer, **options)
+    except FileChanged:
+        raise
     except SavingError:
         member.verify()
         raise
@@ -212,17 +214,21 @@ def load_weights(model, filepath, skip_mismatch=False, **kwargs):
         if objects_to_skip is not None:
             raise SavingError(path, "`objects_to_skip` is for `.weights.h5` files, not for .keras "
                                     "archives")
-        with keras_zip.open_archive(path, path) as (_, _, member):
-            opening = member.opening(read_ahead=True)
-            opening.select(_selection(model, compiled))
-            values, plan = _read_from_archive(member, opening, model, path, compiled, **options)
-    elif head == h5files.HDF5_MAGIC:
-        opening = h5files.Opening(path, path, read_ahead=True)
-        opening.select(_selection(model, compiled))
-        with opening.open() as f:
-            values, plan = _read_weights_file(f, model, path, compiled, **options)
-    else:
+    elif head != h5files.HDF5_MAGIC:
         raise SavingError(path, "not a Keras weights file (neither HDF5 nor a .keras archive)")
+    selection = _selection(model, compiled)
+
+    def read():
+        if head[:4] == h5files.ZIP_MAGIC:
+            with keras_zip.open_archive(path, path) as (_, _, member):
+                opening = member.opening(read_ahead=True)
+                opening.select(selection)
+                return _read_from_archive(member, opening, model, path, compiled, **options)
+        opening = h5files.Opening(path, path, read_ahead=True)
+        opening.select(selection)
+        with opening.open() as f:
+            return _read_weights_file(f, model, path, compiled, **options)
+    values, plan = _again_if_replaced(read)
     _assign(model, values, plan)
 
 
@@ -234,15 +240,29 @@ def _compile(model, cfg, display, custom_objects, optimizer_cfg=None):
         raise SavingError(display, f"cannot compile the model with the saved training config: {e}") from None
 
 
+# How many times a load starts again when its file is replaced while it is being loaded
+# (a checkpoint that a training process saves again: kgraph's atomic saves rename).
+LOAD_ATTEMPTS = 3
+
+
+def _again_if_replaced(load):
+    for attempt in range(LOAD_ATTEMPTS):
+        try:
+            return load()
+        except FileChanged:
+            if attempt == LOAD_ATTEMPTS - 1:
+                raise
+
+
 def load_model(filepath, custom_objects=None, compile=True, safe_mode=True):
     """A model from a `.keras` archive or a legacy `.h5` file (by content), with its
     weights, and when `compile` its loss, metrics, optimizer and optimizer state."""
     path = os.fspath(filepath)
     head = _signature(path)
     if head[:4] == h5files.ZIP_MAGIC:
-        return _load_keras(path, custom_objects, compile)
+        return _again_if_replaced(lambda: _load_keras(path, custom_objects, compile))
     if head == h5files.HDF5_MAGIC:
-        return _load_legacy(path, custom_objects, compile)
+        return _again_if_replaced(lambda: _load_legacy(path, custom_objects, compile))
     raise SavingError(path, "not a Keras model file: expected a .keras archive (zip) or an HDF5 "
                             f"file{' (the file is empty)' if not head else ''}")
 
@@ -257,7 +277,7 @@ def _build(raw, display, custom_objects):
 def _load_keras(path, custom_objects, compile):
     with keras_zip.open_archive(path, path) as (_, config, member):
         cc = config.get("compile_config")
-        opening = member.opening(read_ahead=True)  # checked (and read ahead) while the model is built
+        opening = member.opening(read_ahead=True)  # checked while the model is built
         try:
             model = _build(config, path, custom_objects)
             if compile and cc:

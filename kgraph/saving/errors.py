@@ -12,3 +12,11 @@ class SavingError(ValueError):
         self.path = None if path is None else os.fspath(path)
         self.problem = problem
         super().__init__(f"Model file '{self.path}': {problem}" if self.path else problem)
+
+
+class FileChanged(SavingError):
+    """The file was replaced or changed while it was being loaded (the walk, the reads and
+    the parse did not all see one file): the load starts again (kgraph/saving/api.py)."""
+
+    def __init__(self, path):
+        super().__init__(path, "the file was replaced or changed while it was being loaded")

@@ -34,7 +34,7 @@ except ImportError:  # a platform without its wheels
     from zlib import crc32
 
 from kgraph.saving import h5probe, preflight
-from kgraph.saving.errors import SavingError
+from kgraph.saving.errors import FileChanged, SavingError
 
 HDF5_MAGIC = h5probe.HDF5_MAGIC
 ZIP_MAGIC = b"PK\x03\x04"
@@ -169,10 +169,6 @@ def _spawn(target, *args, name):
         return None
 
 
-def _identity(st):
-    return st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns
-
-
 class Opening:
     """An untrusted HDF5 image on its way to being opened. From construction, a background
     thread has it checked in another process (preflight); the walk first lists where the
@@ -187,10 +183,11 @@ class Opening:
     thread computes its CRC-32 as the pieces arrive (a `.keras` member's check, without a
     second read of the data): `crc()`.
 
-    The file must stay the same file while it is loaded: `open()` raises SavingError if it
-    was replaced or changed after construction."""
+    The walk, the reads and the parse must all see one file, the one `identity` names (by
+    default, the file at construction): else FileChanged (the caller loads again: a
+    checkpoint replaced by an atomic save while it was being loaded is not an error)."""
 
-    def __init__(self, source, display, checksum=False, read_ahead=False):
+    def __init__(self, source, display, checksum=False, read_ahead=False, identity=None):
         image = source if isinstance(source, Image) else Image(source)
         if not os.path.exists(image.path):
             raise SavingError(display, "no such file")
@@ -198,7 +195,7 @@ class Opening:
             raise SavingError(display, "is a folder, not a file")
         with reading(display, "open the file"):
             head = image.head()
-            self._identity = _identity(os.stat(image.path))
+            self._identity = list(identity) if identity is not None else h5probe.identity(os.stat(image.path))
         if head != HDF5_MAGIC:
             raise SavingError(display, "not an HDF5 file (wrong signature"
                                        f"{', empty file' if not head else ''})")
@@ -238,19 +235,24 @@ class Opening:
             nonlocal extents
             extents = runs
             self._start_reader(runs)
-        if PREFLIGHT:
-            try:
-                preflight.check(self.image.path, self.image.offset, self.image.length, self.display,
-                                extents=self._read_ahead and not self._inline,
-                                on_extents=None if self._inline else listed)
-            except BaseException as e:  # a SavingError (damaged file), reported by open()
-                self._error = e
-                self.cancel()
-        if extents is None and self._error is None and self._checksum and not self._inline:
-            self._start_reader([])  # (no list: the checksum still reads it all)
-        if self._reader is None:
-            self._planned.set()
-        self._checked.set()
+        try:
+            if PREFLIGHT:
+                try:
+                    reply = preflight.check(self.image.path, self.image.offset, self.image.length,
+                                            self.display, extents=self._read_ahead and not self._inline,
+                                            on_extents=None if self._inline else listed)
+                    walked = reply.get("identity")
+                    if walked is not None and list(walked) != self._identity:
+                        raise FileChanged(self.display)
+                except BaseException as e:  # a SavingError (damaged file), reported by open()
+                    self._error = e
+                    self.cancel()
+            if extents is None and self._error is None and self._checksum and not self._inline:
+                self._start_reader([])  # (no list: the checksum still reads it all)
+        finally:
+            if self._reader is None:
+                self._planned.set()
+            self._checked.set()
 
     def _start_reader(self, extents):
         self._reader = _spawn(self._read, extents, name="kgraph-h5-read")
@@ -265,9 +267,10 @@ class Opening:
         if sel is not None and not self._cancel:
             left = sel.budget
             for name, off, n in sorted(extents, key=lambda r: r[1]):
-                if off >= pos and off + n <= self._end and n <= left and sel.accept(name, n):
+                cost = n + (off - pos if off - pos <= MERGE_GAP else 0)  # (a small gap is read too)
+                if off >= pos and off + n <= self._end and cost <= left and sel.accept(name, n):
                     runs.append((name, off, n))
-                    pos, left = off + n, left - n
+                    pos, left = off + n, left - cost
         return runs
 
     def _read(self, extents):
@@ -284,7 +287,7 @@ class Opening:
                 self._selected.wait()  # the caller's selection (or a cancel)
             runs = self._plan(extents) if extents else []
             fd = os.open(self.image.path, os.O_RDONLY | getattr(os, "O_BINARY", 0))
-            if _identity(os.fstat(fd)) != self._identity:
+            if h5probe.identity(os.fstat(fd)) != self._identity:
                 runs = []  # another file now: read nothing ahead (open() reports it)
             with self._cond:
                 self._index = {name: (i, off, n) for i, (name, off, n) in enumerate(runs)}
@@ -309,7 +312,8 @@ class Opening:
             outcome = e
         finally:
             if fd is not None:
-                os.close(fd)
+                with contextlib.suppress(OSError):
+                    os.close(fd)
             self._planned.set()
             with self._cond:
                 self._done = len(self._index)
@@ -372,6 +376,8 @@ class Opening:
         if not self._checksum:
             raise ValueError("this Opening computes no checksum")
         self._selected.set()  # (no selection given by now: only the checksum reads)
+        if self._inline and not self._checked.is_set():
+            self._run()
         self._checked.wait()
         self._planned.wait()
         if self._hasher is not None:
@@ -424,18 +430,17 @@ class Opening:
     def open(self):
         """The h5py file, once the check has passed; inside, read_array uses the read-ahead."""
         try:
-            if self._inline:
+            if self._inline and not self._checked.is_set():
                 self._run()
             self._checked.wait()
             if self._error is not None:
                 raise self._error
             with contextlib.ExitStack() as stack:
                 with reading(self.display, "open the HDF5 file"):
-                    f, self._base = stack.enter_context(h5probe.open_hdf5(
+                    f, self._base, opened = stack.enter_context(h5probe.open_hdf5(
                         self.image.path, self.image.offset, self.image.length))
-                    if _identity(os.stat(self.image.path)) != self._identity:
-                        raise SavingError(self.display, "the file was replaced or changed while it "
-                                                        "was being loaded")
+                if opened != self._identity:
+                    raise FileChanged(self.display)
                 token = _OPENING.set((f.id.fileno, self))
                 try:
                     yield f

@@ -188,18 +188,24 @@ def natively_readable(path, offset, length):
     return stored is not None and 0 < stored <= length
 
 
+def identity(st):
+    """What tells one version of a file from another: device, inode, size, mtime."""
+    return [st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns]
+
+
 @contextlib.contextmanager
 def open_hdf5(path, offset=0, length=None):
-    """(h5py file for reading, the file offset its dataset offsets count from): the file
-    itself, or a byte range of it (opened natively where possible, else via RangeFile)."""
+    """(h5py file for reading, the file offset its dataset offsets count from, identity() of
+    the file opened): the file itself, or a byte range of it (opened natively where
+    possible, else via RangeFile)."""
     if (offset == 0 and length is None) or natively_readable(path, offset, length):
         # (best-effort locking: where the filesystem has no locks, as some NFS and Lustre
         # mounts, HDF5 would refuse the file)
         with h5py.File(path, "r", locking="best-effort") as f:
-            yield f, 0
+            yield f, 0, identity(os.fstat(f.id.get_vfd_handle()))
     else:
         with RangeFile(path, offset, length) as rf, h5py.File(rf, "r") as f:
-            yield f, offset
+            yield f, offset, identity(os.fstat(rf.fileno()))
 
 
 def refused(obj):
@@ -286,7 +292,8 @@ def list_extents(f):
 
 
 def probe(path, offset=0, length=None, extents=False, early=None):
-    """{"ok": True} or {"ok": False, "problem" | "error": text} for one file.
+    """{"ok": True, "identity": identity() of the file walked} or {"ok": False, "problem" |
+    "error": text} for one file.
 
     With `extents`, the plain-run datasets as [name, offset in the file at `path`,
     nbytes] (what a loader may read with plain preads while the walk goes on, see
@@ -294,7 +301,7 @@ def probe(path, offset=0, length=None, extents=False, early=None):
     given, else in an ok reply."""
     runs = None
     try:
-        with open_hdf5(path, offset, length) as (f, base):
+        with open_hdf5(path, offset, length) as (f, base, walked):
             if extents:
                 limit = offset + (length if length is not None else os.path.getsize(path) - offset)
                 runs = [[n, base + a, b] for n, a, b in list_extents(f)
@@ -306,7 +313,10 @@ def probe(path, offset=0, length=None, extents=False, early=None):
         return {"ok": False, "error": f"{type(e).__name__}: {e}"}
     if problem is not None:
         return {"ok": False, "problem": problem}
-    return {"ok": True, "extents": runs} if extents and early is None else {"ok": True}
+    reply = {"ok": True, "identity": walked}  # (the loader checks it walked the file it loads)
+    if extents and early is None:
+        reply["extents"] = runs
+    return reply
 
 
 def serve():

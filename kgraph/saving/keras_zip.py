@@ -203,13 +203,15 @@ class WeightsMember:
     the CRC-32 computed as it is read); `verify()` waits for that and raises SavingError on
     a mismatch."""
 
-    def __init__(self, display, image, crc=None, extracted=None):
+    def __init__(self, display, image, crc=None, extracted=None, identity=None):
         self.display, self.image, self._extracted = display, image, extracted
-        self._expected, self._opening = crc, None
+        self._expected, self._opening, self._identity = crc, None, identity
 
     def opening(self, read_ahead=False):
+        """(`identity`: of the archive whose directory was read, so that a member of an
+        archive replaced since is not taken for this one's.)"""
         self._opening = h5files.Opening(self.image, self.display, checksum=self._expected is not None,
-                                        read_ahead=read_ahead)
+                                        read_ahead=read_ahead, identity=self._identity)
         return self._opening
 
     def verify(self):
@@ -264,6 +266,7 @@ def open_archive(path, display):
         raise SavingError(display, "not a .keras archive (no zip signature)")
     with h5files.reading(display, "read the .keras archive"):
         zf = zipfile.ZipFile(path)
+        identity = h5probe.identity(os.fstat(zf.fp.fileno()))
     member = None
     try:
         with zf:
@@ -283,7 +286,8 @@ def open_archive(path, display):
                 if info.file_size != length:
                     raise SavingError(display, f"'model.weights.h5' stores {length} bytes but "
                                                f"declares {info.file_size}")
-                member = WeightsMember(display, h5files.Image(path, offset, length), info.CRC)
+                member = WeightsMember(display, h5files.Image(path, offset, length), info.CRC,
+                                       identity=identity)
             else:  # compressed by another tool: extracted beside the archive, CRC checked
                 tmp = _extract(zf, info, path, display)
                 member = WeightsMember(display, h5files.Image(tmp), extracted=tmp)

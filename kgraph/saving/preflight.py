@@ -162,7 +162,8 @@ def start_helper():
     or in a multiprocessing child (most never load a file: they start one when they do)."""
     import multiprocessing
     if (HELPER_START != "eager" or not USE_HELPER or not sys.executable or getattr(sys, "frozen", False)
-            or multiprocessing.parent_process() is not None):
+            or multiprocessing.parent_process() is not None  # (a fork worker)
+            or multiprocessing.current_process().name != "MainProcess"):  # (spawn, forkserver)
         return
     with _LOCK:
         if _STATE["helper"] is None and _STATE["failed_starts"] < MAX_FAILED_STARTS:
@@ -175,7 +176,11 @@ def start_helper():
 def _close_helper():
     h = _STATE.get("helper")
     if h is not None and h.pid_owner == os.getpid():
-        h.close()
+        if h.ready or h.poll_ready():
+            h.close()
+        else:  # still starting (a short program that loaded nothing): not waited for
+            with contextlib.suppress(OSError):
+                h.proc.kill()
 
 
 def _forget_in_child():
@@ -190,8 +195,11 @@ def _forget_in_child():
     if h is not None:
         with contextlib.suppress(OSError, ValueError):
             null = os.open(os.devnull, os.O_WRONLY)
-            os.dup2(null, h.proc.stdin.fileno())
-            os.close(null)
+            try:
+                os.dup2(null, h.proc.stdin.fileno())
+            finally:
+                os.close(null)
+        with contextlib.suppress(OSError, ValueError):
             h.proc.stdin.close()
 
 
