@@ -456,6 +456,47 @@ def test_a_load_whose_file_is_replaced_starts_again(tmp_path, monkeypatch, kind)
         np.testing.assert_array_equal(a, b)
 
 
+def test_an_archive_replaced_before_its_bytes_are_read_starts_again(tmp_path, monkeypatch):
+    """The archive is replaced after it was checked but before the reader opened it: the
+    CRC-32 would be of the new file's bytes; the load starts again instead of calling the
+    archive damaged."""
+    old, new = _model(), _model()
+    new.set_weights([w + 1 for w in new.get_weights()])
+    path = tmp_path / "m.keras"
+    old.save(path)
+    new.save(tmp_path / "new.keras")
+    real_read, calls = h5files.Opening._read, []
+
+    def replacing_read(self, extents):
+        calls.append(1)
+        if len(calls) == 1:
+            os.replace(tmp_path / "new.keras", path)
+        return real_read(self, extents)
+    monkeypatch.setattr(h5files.Opening, "_read", replacing_read)
+    loaded = kgraph.models.load_model(path)
+    assert len(calls) >= 2
+    for a, b in zip(new.get_weights(), loaded.get_weights()):
+        np.testing.assert_array_equal(a, b)
+
+
+def test_loads_with_another_hdf5_driver(tmp_path):
+    """HDF5_DRIVER=stdio: HDF5's handle is not a file descriptor; loads work as before."""
+    code = ("import sys, numpy as np, kgraph\n"
+            "m = kgraph.Sequential([kgraph.Input((3,)), kgraph.layers.Dense(2)])\n"
+            "m.compile('adam', 'mse')\n"
+            "for path in sys.argv[1:]:\n"
+            "    (m.save_weights if path.endswith('.weights.h5') else m.save)(path)\n"
+            "    w = m.get_weights()\n"
+            "    n = kgraph.models.load_model(path) if not path.endswith('.weights.h5') else m\n"
+            "    if n is m: m.load_weights(path)\n"
+            "    assert all(np.array_equal(a, b) for a, b in zip(w, n.get_weights()))\n"
+            "print('ok')\n")
+    paths = [str(tmp_path / f"m.{k}") for k in ("weights.h5", "h5", "keras")]
+    out = subprocess.run([sys.executable, "-c", code, *paths], capture_output=True, text=True, timeout=120,
+                         env=dict(os.environ, HDF5_DRIVER="stdio"))
+    assert out.returncode == 0 and out.stdout.strip() == "ok", out.stderr[-2000:]
+
+
 def test_helper_not_started_without_a_python_to_start(monkeypatch):
     monkeypatch.setattr(sys, "executable", "")
     monkeypatch.setattr(preflight, "_STATE", {"helper": None, "failed_starts": 0})

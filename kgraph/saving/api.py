@@ -12,11 +12,12 @@ import contextlib
 import datetime
 import json
 import os
+import time
 
 import numpy as np
 
 from kgraph.engine.layer import deferred_initializers
-from kgraph.saving import (compile_config, h5files, keras_zip, legacy_h5, model_config, optimizer_state,
+from kgraph.saving import (compile_config, h5files, h5probe, keras_zip, legacy_h5, model_config, optimizer_state,
                            weights_h5)
 from kgraph.saving.errors import FileChanged, SavingError
 
@@ -228,7 +229,7 @@ def load_weights(model, filepath, skip_mismatch=False, **kwargs):
         opening.select(selection)
         with opening.open() as f:
             return _read_weights_file(f, model, path, compiled, **options)
-    values, plan = _again_if_replaced(read)
+    values, plan = _again_if_replaced(path, read)
     _assign(model, values, plan)
 
 
@@ -245,13 +246,26 @@ def _compile(model, cfg, display, custom_objects, optimizer_cfg=None):
 LOAD_ATTEMPTS = 3
 
 
-def _again_if_replaced(load):
+def _path_identity(path):
+    try:
+        return h5probe.identity(os.stat(path))
+    except OSError:
+        return None
+
+
+def _again_if_replaced(path, load):
+    """load(), again (after a short pause) when it failed because the file changed under
+    it: FileChanged, or any SavingError while the path came to hold another file (an
+    archive's directory read from one file and its member from the next, a file being
+    rewritten in place)."""
     for attempt in range(LOAD_ATTEMPTS):
+        before = _path_identity(path)
         try:
             return load()
-        except FileChanged:
-            if attempt == LOAD_ATTEMPTS - 1:
+        except SavingError as e:
+            if attempt == LOAD_ATTEMPTS - 1 or not (isinstance(e, FileChanged) or _path_identity(path) != before):
                 raise
+            time.sleep(0.02 * (attempt + 1))
 
 
 def load_model(filepath, custom_objects=None, compile=True, safe_mode=True):
@@ -260,9 +274,9 @@ def load_model(filepath, custom_objects=None, compile=True, safe_mode=True):
     path = os.fspath(filepath)
     head = _signature(path)
     if head[:4] == h5files.ZIP_MAGIC:
-        return _again_if_replaced(lambda: _load_keras(path, custom_objects, compile))
+        return _again_if_replaced(path, lambda: _load_keras(path, custom_objects, compile))
     if head == h5files.HDF5_MAGIC:
-        return _again_if_replaced(lambda: _load_legacy(path, custom_objects, compile))
+        return _again_if_replaced(path, lambda: _load_legacy(path, custom_objects, compile))
     raise SavingError(path, "not a Keras model file: expected a .keras archive (zip) or an HDF5 "
                             f"file{' (the file is empty)' if not head else ''}")
 

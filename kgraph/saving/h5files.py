@@ -194,12 +194,15 @@ class Opening:
         if os.path.isdir(image.path):
             raise SavingError(display, "is a folder, not a file")
         with reading(display, "open the file"):
-            head = image.head()
-            self._identity = list(identity) if identity is not None else h5probe.identity(os.stat(image.path))
+            with open(image.path, "rb") as fh:  # (fstat, as the walk and the open report theirs)
+                fh.seek(image.offset)
+                head = fh.read(8)
+                st = os.fstat(fh.fileno())
+            self._identity = list(identity) if identity is not None else h5probe.identity(st)
         if head != HDF5_MAGIC:
             raise SavingError(display, "not an HDF5 file (wrong signature"
                                        f"{', empty file' if not head else ''})")
-        size = self._identity[2]
+        size = st.st_size
         self.image, self.display = image, display
         self._end = image.offset + image.length if image.length is not None else size
         self._read_ahead = read_ahead and PREFLIGHT  # (unchecked: h5py reads everything)
@@ -220,6 +223,7 @@ class Opening:
         self._crc_done = threading.Event()
         self._reader = self._hasher = None
         self._inline = False
+        self._changed = False  # the reader found another file at the path
         if PREFLIGHT or checksum:
             if _spawn(self._run, name="kgraph-h5-open") is None:
                 self._inline = True  # no thread: open() checks, h5py reads
@@ -288,7 +292,8 @@ class Opening:
             runs = self._plan(extents) if extents else []
             fd = os.open(self.image.path, os.O_RDONLY | getattr(os, "O_BINARY", 0))
             if h5probe.identity(os.fstat(fd)) != self._identity:
-                runs = []  # another file now: read nothing ahead (open() reports it)
+                self._changed = True  # another file now: nothing read (open() and crc() say so)
+                raise OSError("the file changed")
             with self._cond:
                 self._index = {name: (i, off, n) for i, (name, off, n) in enumerate(runs)}
             self._planned.set()
@@ -372,7 +377,8 @@ class Opening:
         self._selected.set()
 
     def crc(self):
-        """The CRC-32 of the image's bytes (an OSError when they could not be read)."""
+        """The CRC-32 of the image's bytes (an OSError when they could not be read, a
+        FileChanged when the path holds another file now)."""
         if not self._checksum:
             raise ValueError("this Opening computes no checksum")
         self._selected.set()  # (no selection given by now: only the checksum reads)
@@ -382,11 +388,15 @@ class Opening:
         self._planned.wait()
         if self._hasher is not None:
             self._crc_done.wait()
+        if self._changed:
+            return FileChanged(self.display)
         if self._crc_result is not _CANCELLED:
             return self._crc_result
         try:  # the reading ahead stopped early (or never ran): read it all again
             fd = os.open(self.image.path, os.O_RDONLY | getattr(os, "O_BINARY", 0))
             try:
+                if h5probe.identity(os.fstat(fd)) != self._identity:
+                    return FileChanged(self.display)
                 return crc_range(fd, self.image.offset, self._end - self.image.offset)
             finally:
                 os.close(fd)
@@ -439,7 +449,7 @@ class Opening:
                 with reading(self.display, "open the HDF5 file"):
                     f, self._base, opened = stack.enter_context(h5probe.open_hdf5(
                         self.image.path, self.image.offset, self.image.length))
-                if opened != self._identity:
+                if opened != self._identity or self._changed:
                     raise FileChanged(self.display)
                 token = _OPENING.set((f.id.fileno, self))
                 try:

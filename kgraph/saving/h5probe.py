@@ -193,6 +193,18 @@ def identity(st):
     return [st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns]
 
 
+def _opened_identity(f, path):
+    """identity() of the file HDF5 opened: of its own handle with the default (POSIX) driver;
+    of the path just after the open with another (HDF5_DRIVER=stdio, core, ...), where a
+    race can only make a load start again."""
+    if f.driver == "sec2":
+        try:
+            return identity(os.fstat(f.id.get_vfd_handle()))
+        except (OSError, TypeError, ValueError):
+            pass
+    return identity(os.stat(path))
+
+
 @contextlib.contextmanager
 def open_hdf5(path, offset=0, length=None):
     """(h5py file for reading, the file offset its dataset offsets count from, identity() of
@@ -202,7 +214,7 @@ def open_hdf5(path, offset=0, length=None):
         # (best-effort locking: where the filesystem has no locks, as some NFS and Lustre
         # mounts, HDF5 would refuse the file)
         with h5py.File(path, "r", locking="best-effort") as f:
-            yield f, 0, identity(os.fstat(f.id.get_vfd_handle()))
+            yield f, 0, _opened_identity(f, path)
     else:
         with RangeFile(path, offset, length) as rf, h5py.File(rf, "r") as f:
             yield f, offset, identity(os.fstat(rf.fileno()))

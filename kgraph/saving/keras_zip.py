@@ -37,7 +37,7 @@ import h5py
 from kgraph.saving.h5files import crc32
 
 from kgraph.saving import h5files, h5probe
-from kgraph.saving.errors import SavingError
+from kgraph.saving.errors import FileChanged, SavingError
 
 MEMBERS = ("metadata.json", "config.json", "model.weights.h5")
 MAX_JSON_BYTES = 64 << 20
@@ -218,6 +218,8 @@ class WeightsMember:
         if self._expected is None or self._opening is None:
             return
         r = self._opening.crc()
+        if isinstance(r, FileChanged):
+            raise r
         if isinstance(r, OSError):
             raise SavingError(self.display, f"cannot read 'model.weights.h5' from the archive ({r})")
         if r != self._expected:
@@ -234,14 +236,14 @@ class WeightsMember:
                 os.unlink(self._extracted)
 
 
-def _stored_range(path, info, size, display):
-    """(offset, length) of a stored member's data, from its local header."""
+def _stored_range(fh, info, size, display):
+    """(offset, length) of a stored member's data, from its local header (read from the
+    archive's open file `fh`)."""
     with h5files.reading(display, "read the .keras archive"):
-        with open(path, "rb") as fh:
-            fh.seek(info.header_offset)
-            head = fh.read(_LOCAL.size)
-            if len(head) == _LOCAL.size:
-                name = fh.read(_LOCAL.unpack(head)[9])
+        fh.seek(info.header_offset)
+        head = fh.read(_LOCAL.size)
+        if len(head) == _LOCAL.size:
+            name = fh.read(_LOCAL.unpack(head)[9])
     if len(head) != _LOCAL.size or _LOCAL.unpack(head)[0] != 0x04034B50:
         raise SavingError(display, f"'{info.filename}' has no valid local header in the archive")
     fields = _LOCAL.unpack(head)
@@ -261,12 +263,12 @@ def open_archive(path, display):
     with h5files.reading(display, "open the .keras archive"):
         with open(path, "rb") as fh:
             head = fh.read(4)
-        size = os.path.getsize(path)
     if head != h5files.ZIP_MAGIC:
         raise SavingError(display, "not a .keras archive (no zip signature)")
     with h5files.reading(display, "read the .keras archive"):
         zf = zipfile.ZipFile(path)
-        identity = h5probe.identity(os.fstat(zf.fp.fileno()))
+        st = os.fstat(zf.fp.fileno())  # (everything below reads this one file: zf.fp)
+        size, identity = st.st_size, h5probe.identity(st)
     member = None
     try:
         with zf:
@@ -282,7 +284,7 @@ def open_archive(path, display):
             stored = info.compress_type == zipfile.ZIP_STORED and info.flag_bits & 0x1 == 0
             _check_sizes(info, display, size if stored else None)
             if stored:
-                offset, length = _stored_range(path, info, size, display)
+                offset, length = _stored_range(zf.fp, info, size, display)
                 if info.file_size != length:
                     raise SavingError(display, f"'model.weights.h5' stores {length} bytes but "
                                                f"declares {info.file_size}")
