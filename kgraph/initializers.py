@@ -5,6 +5,8 @@ product of the leading dimensions, fan_in = in*rf and fan_out = out*rf.
 """
 from __future__ import annotations
 
+import functools
+import inspect
 import math
 
 import numpy as np
@@ -187,6 +189,13 @@ _BY_NAME = {
 _CLASSES = {cls.__name__: cls for cls in set(_BY_NAME.values())}
 
 
+@functools.lru_cache(maxsize=None)
+def _init_params(cls):
+    """The keyword arguments cls() takes (cached: inspect.signature costs more than the rest
+    of a model's rebuild from its config)."""
+    return frozenset(inspect.signature(cls.__init__).parameters) - {"self"}
+
+
 def get(identifier):
     if identifier is None:
         return None
@@ -198,8 +207,7 @@ def get(identifier):
             raise ValueError(f"Unknown initializer: {identifier.get('class_name')!r}")
         # newer Keras configs carry extra keys (e.g. GlorotUniform's input_axes/output_axes
         # in Keras 3.15) that do not change the default behaviour: take what the class knows
-        import inspect
-        known = set(inspect.signature(cls.__init__).parameters) - {"self"}
+        known = _init_params(cls)
         return cls(**{k: v for k, v in identifier.get("config", {}).items() if k in known})
     if isinstance(identifier, str):
         cls = _BY_NAME.get(identifier) or _CLASSES.get(identifier)
