@@ -9,6 +9,7 @@ import os
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 import zipfile
 
@@ -551,3 +552,44 @@ def test_no_helper_in_multiprocessing_workers():
                              env=dict(os.environ, PYTHONPATH=os.getcwd()))
     assert out.returncode == 0, out.stderr
     assert out.stdout.strip() == "True True"
+
+
+def test_model_file_read_ahead_before_the_model_is_known(tmp_path, monkeypatch, taken):
+    """A legacy .h5 holds its model's config: its weights are read ahead from the start,
+    within what the file holds on disk; a 1 GiB sparse dataset is not read, and a real
+    extra dataset read provisionally is dropped once the model says it does not want it."""
+    model = _model()
+    path = tmp_path / "m.h5"
+    model.save(path)
+    with h5py.File(path, "r+") as f:
+        f.create_dataset("junk", shape=(1 << 28,), dtype="f4")[-1] = 1.0  # sparse: 1 GiB
+        f["extra"] = np.ones(50_000, "f4")  # 200 kB on disk, larger than any weight
+    plans, kept, selections = [], [], []
+    real_plan, real_batch, real_select = h5files.Opening._plan, h5files.Opening._read_batch, h5files.Opening.select
+    final = threading.Event()
+
+    def spying_plan(self, extents):
+        runs = real_plan(self, extents)
+        plans.append([r[0] for r in runs])
+        return runs
+
+    def spying_select(self, selection):
+        selections.append(selection)
+        real_select(self, selection)
+        if len(selections) == 2:
+            final.set()
+
+    def spying_batch(self, fd, batch, start):
+        final.wait(10)  # (the reads wait for the model's selection: what it narrows shows)
+        out = real_batch(self, fd, batch, start)
+        kept.extend(name for name, _ in batch if name in self._arrays)
+        return out
+    monkeypatch.setattr(h5files.Opening, "_plan", spying_plan)
+    monkeypatch.setattr(h5files.Opening, "select", spying_select)
+    monkeypatch.setattr(h5files.Opening, "_read_batch", spying_batch)
+    loaded = kgraph.models.load_model(path)
+    assert len(selections) == 2  # provisional, then the model's
+    assert "/junk" not in plans[0] and "/extra" in plans[0]  # (planned before the model was known)
+    assert "/extra" not in kept and "/extra" not in taken and taken
+    for a, b in zip(model.get_weights(), loaded.get_weights()):
+        np.testing.assert_array_equal(a, b)

@@ -241,6 +241,19 @@ def _compile(model, cfg, display, custom_objects, optimizer_cfg=None):
         raise SavingError(display, f"cannot compile the model with the saved training config: {e}") from None
 
 
+# Before the model is built (its config is in the file), a load may read ahead up to this
+# many bytes of what the file holds on disk (allocated blocks: a sparse file's holes do not
+# count); the model's own selection then narrows what is kept.
+PROVISIONAL_BYTES = 256 << 20
+
+
+def _provisional(path, with_optimizer):
+    st = os.stat(path)
+    allocated = getattr(st, "st_blocks", 0) * 512 or st.st_size
+    skip = () if with_optimizer else ("/optimizer/", "/optimizer_weights/")
+    return h5files.Selection(lambda name, n: not name.startswith(skip), min(allocated, PROVISIONAL_BYTES))
+
+
 # How many times a load starts again when its file is replaced while it is being loaded
 # (a checkpoint that a training process saves again: kgraph's atomic saves rename).
 LOAD_ATTEMPTS = 3
@@ -310,6 +323,7 @@ def _load_keras(path, custom_objects, compile):
 
 def _load_legacy(path, custom_objects, compile):
     opening = h5files.Opening(path, path, read_ahead=True)
+    opening.select(_provisional(path, compile))
     with opening.open() as f:
         with h5files.reading(path, "read the model"):
             raw = h5files.json_attr(f, "model_config", path, required=False)

@@ -290,6 +290,7 @@ class Opening:
             if self._read_ahead and extents:
                 self._selected.wait()  # the caller's selection (or a cancel)
             runs = self._plan(extents) if extents else []
+            planned_with, used = self._selection, 0
             fd = os.open(self.image.path, os.O_RDONLY | getattr(os, "O_BINARY", 0))
             if h5probe.identity(os.fstat(fd)) != self._identity:
                 self._changed = True  # another file now: nothing read (open() and crc() say so)
@@ -302,6 +303,23 @@ class Opening:
             for name, off, n in self._pieces(runs, hashing):
                 if self._cancel:
                     break
+                if name is not None and self._selection is not planned_with:
+                    # a later selection (the final one, after a provisional one): what it
+                    # does not accept is not kept (read for the checksum only)
+                    sel = self._selection
+                    if not sel.accept(name, n) or used + n > sel.budget:
+                        if batch:
+                            self._read_batch(fd, batch, start)
+                            batch, size = [], 0
+                        with self._cond:
+                            self._done += 1
+                            self._cond.notify_all()
+                        for at in range(off, off + n, READ_BATCH) if hashing else ():
+                            piece = bytearray(min(READ_BATCH, off + n - at))
+                            self._read_batch(fd, [(None, piece)], at)
+                        continue
+                if name is not None:
+                    used += n
                 if batch and (off != start + size or size >= READ_BATCH or len(batch) >= READ_PIECES):
                     self._read_batch(fd, batch, start)
                     batch, size = [], 0
@@ -345,10 +363,11 @@ class Opening:
     def _read_batch(self, fd, batch, start):
         views = [memoryview(buf).cast("B") for _, buf in batch]
         h5probe.preadv_all(fd, views, start)
-        with self._cond:
+        sel = self._selection  # (the latest: a read under a provisional one is kept only if
+        with self._cond:       # the final one accepts it too)
             for name, buf in batch:
                 if name is not None:
-                    if not self._cancel:
+                    if not self._cancel and (sel is None or sel.accept(name, len(buf))):
                         self._arrays[name] = buf
                     self._done += 1
             self._cond.notify_all()
@@ -372,7 +391,9 @@ class Opening:
 
     # -- the caller ----------------------------------------------------------------------
     def select(self, selection):
-        """What may be read ahead (a Selection); until it is given, nothing is."""
+        """What may be read ahead (a Selection); until it is given, nothing is. A later
+        call narrows what is kept of what is still to read (a provisional selection,
+        before the model is known, then the final one)."""
         self._selection = selection
         self._selected.set()
 
