@@ -214,7 +214,7 @@ class Opening:
         self._error = None
         self._index: dict = {}   # name -> (position in reading order, offset, nbytes)
         self._arrays: dict = {}  # name -> uint8 array, once read (until taken)
-        self._done = 0           # how many of the indexed datasets have been read
+        self._done = 0           # how many of the indexed datasets are read (or dropped)
         self._cond = threading.Condition()
         self._cancel = False
         self._checksum = checksum
