@@ -161,6 +161,8 @@ def _read_weights_file(f, model, display, with_optimizer, skip_mismatch=False, b
 
 # The most optimizer slots kgraph keeps per weight (Adam with amsgrad: m, v, v_hat).
 SLOTS_PER_WEIGHT = 3
+# Where files keep optimizer state: Keras 3 layout, legacy .h5.
+OPTIMIZER_GROUPS = ("/optimizer/", "/optimizer_weights/")
 
 
 def _selection(model, with_optimizer):
@@ -169,7 +171,7 @@ def _selection(model, with_optimizer):
     when its state is loaded, and in all no more than the weights and their slots take."""
     sizes = [int(np.prod(w.shape)) * np.dtype(w.dtype).itemsize for w in model.weights]
     biggest, total = max(sizes, default=0), sum(sizes)
-    skip = () if with_optimizer else ("/optimizer/", "/optimizer_weights/")
+    skip = () if with_optimizer else OPTIMIZER_GROUPS
     budget = total * (1 + (SLOTS_PER_WEIGHT if with_optimizer else 0)) + (1 << 20)
     return h5files.Selection(lambda name, n: n <= max(biggest, 64) and not name.startswith(skip), budget)
 
@@ -250,7 +252,7 @@ PROVISIONAL_BYTES = 256 << 20
 def _provisional(path, with_optimizer):
     st = os.stat(path)
     allocated = getattr(st, "st_blocks", 0) * 512 or st.st_size
-    skip = () if with_optimizer else ("/optimizer/", "/optimizer_weights/")
+    skip = () if with_optimizer else OPTIMIZER_GROUPS
     return h5files.Selection(lambda name, n: not name.startswith(skip), min(allocated, PROVISIONAL_BYTES))
 
 
@@ -314,9 +316,9 @@ def _load_keras(path, custom_objects, compile):
         except BaseException:
             opening.cancel()
             raise
-        opening.select(_selection(model, bool(getattr(model, "compiled", False))))
-        values, plan = _read_from_archive(member, opening, model, path,
-                                          bool(getattr(model, "compiled", False)))
+        compiled = bool(getattr(model, "compiled", False))
+        opening.select(_selection(model, compiled))
+        values, plan = _read_from_archive(member, opening, model, path, compiled)
     _assign(model, values, plan)
     return model
 

@@ -502,11 +502,6 @@ def crc_range(fd, offset, length, value=0):
 _OPENING: contextvars.ContextVar = contextvars.ContextVar("kgraph_h5_opening", default=None)
 
 
-def open_h5(source, display):
-    """An untrusted HDF5 image (a path or an Image), checked first, open for reading."""
-    return Opening(source, display).open()
-
-
 def text_attr(obj, name, display, required=True):
     """A string attribute (Keras 3 writes str, tf.keras 2 wrote bytes)."""
     if name not in obj.attrs:

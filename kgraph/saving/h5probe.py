@@ -12,8 +12,8 @@ It also refuses what a Keras file never holds but a hostile one could use to rea
 files: external links, datasets stored in external raw files, virtual datasets.
 
 A file to probe may be a byte range of another file (a `.keras` archive's stored member):
-RangeFile serves such a range to h5py, here and in the loader (which also writes archive
-members through it).
+HDF5 opens it in place where it starts where HDF5 looks for a superblock (kgraph's
+archives), else RangeFile serves the range to h5py, here and in the loader.
 
 This module imports only the standard library, numpy and h5py, so that the helper
 (`python -c` loading this file by path, see kgraph/saving/preflight.py) starts fast;
@@ -78,24 +78,19 @@ def pwrite_all(fd, data, offset):
 
 
 class RangeFile(io.RawIOBase):
-    """Bytes [offset, offset + length) of a file as a seekable file object (a zip member
-    stored uncompressed), for h5py's file-object driver. Writable when opened with
-    `write=True` (length then grows with what is written)."""
+    """Bytes [offset, offset + length) of a file as a seekable, read-only file object (a zip
+    member stored uncompressed, written by Keras), for h5py's file-object driver."""
 
-    def __init__(self, path, offset=0, length=None, write=False):
+    def __init__(self, path, offset=0, length=None):
         super().__init__()
-        flags = (os.O_RDWR | os.O_CREAT) if write else os.O_RDONLY
-        self._fd = os.open(path, flags | getattr(os, "O_BINARY", 0), 0o600)
-        self._offset, self._pos, self._write = int(offset), 0, write
+        self._fd = os.open(path, os.O_RDONLY | getattr(os, "O_BINARY", 0))
+        self._offset, self._pos = int(offset), 0
         if length is None:
             length = max(0, os.fstat(self._fd).st_size - self._offset)
         self._length = int(length)
 
     def readable(self):
         return True
-
-    def writable(self):
-        return self._write
 
     def seekable(self):
         return True
@@ -118,22 +113,6 @@ class RangeFile(io.RawIOBase):
         got = pread_into(self._fd, view[:n], self._offset + self._pos)
         self._pos += got
         return got
-
-    def write(self, data):
-        if not self._write:
-            raise io.UnsupportedOperation("not opened for writing")
-        done = pwrite_all(self._fd, data, self._offset + self._pos)
-        self._pos += done
-        self._length = max(self._length, self._pos)
-        return done
-
-    def truncate(self, size=None):
-        if not self._write:
-            raise io.UnsupportedOperation("not opened for writing")
-        size = self._pos if size is None else int(size)
-        os.ftruncate(self._fd, self._offset + size)
-        self._length = size
-        return size
 
     def fileno(self):
         return self._fd
@@ -243,9 +222,9 @@ def _read_attributes(oid, count):
 
 def contiguous_extent(dsid):
     """(file offset, byte count) of a numeric dataset stored as one plain run of bytes in
-    the file itself, in exactly numpy's layout of its type, else None. HDF5 gives an offset only for such a run (none for
-    chunked, compact, external or unallocated data). The offset counts from the start of
-    what h5py opened (a user block included)."""
+    the file itself, in exactly numpy's layout of its type, else None. HDF5 gives an offset
+    only for such a run (none for chunked, compact, external or unallocated data). The
+    offset counts from the start of what h5py opened (a user block included)."""
     dtype = dsid.dtype
     if dtype.kind not in "fiu" or not dsid.get_type().equal(h5py.h5t.py_create(dtype)):
         return None  # (an integer of fewer bits, or at a bit offset: HDF5 converts it)

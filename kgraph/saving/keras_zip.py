@@ -34,8 +34,6 @@ import zipfile
 
 import h5py
 
-from kgraph.saving.h5files import crc32
-
 from kgraph.saving import h5files, h5probe
 from kgraph.saving.errors import FileChanged, SavingError
 
@@ -61,9 +59,8 @@ def _dos_time(stamp):
 
 
 class _Entry:
-    def __init__(self, name, offset, crc, size, zip64_local=False):
+    def __init__(self, name, offset, crc, size):
         self.name, self.offset, self.crc, self.size = name.encode(), offset, crc, size
-        self.zip64_local = zip64_local
 
 
 def _local_header(entry, t, d, length=None):
@@ -135,7 +132,7 @@ def write(path, metadata: dict, config: dict, write_weights):
             entries, pos = [weights], WEIGHTS_OFFSET + size
             for name, data in (("metadata.json", json.dumps(metadata).encode()),
                                ("config.json", json.dumps(config).encode())):
-                e = _Entry(name, pos, crc32(data), len(data))
+                e = _Entry(name, pos, h5files.crc32(data), len(data))
                 block = _local_header(e, t, d) + data
                 h5probe.pwrite_all(fd, block, pos)
                 entries.append(e)
