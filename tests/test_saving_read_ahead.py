@@ -19,7 +19,7 @@ import pytest
 
 import kgraph
 from kgraph import layers as L
-from kgraph.saving import SavingError, h5files, h5probe, keras_zip, preflight
+from kgraph.saving import SavingError, h5extents, h5files, h5probe, keras_zip, preflight
 
 
 def _model(compiled=True):
@@ -137,10 +137,12 @@ def test_read_ahead_checks_the_offset_this_process_sees(tmp_path, monkeypatch):
         np.testing.assert_array_equal(h5files.read_array(f["a"]), np.arange(100, dtype="f4"))
 
 
-def test_a_refused_file_is_never_read_into_the_model(tmp_path, monkeypatch):
-    """The helper lists the datasets before its walk refuses the file (here: a dataset kept
-    in an external file), and they are read (while the walk goes on, or just after); the
-    load fails and the model keeps its weights (the bytes read are never used)."""
+@pytest.mark.parametrize("hints", [True, False], ids=["parsed-here", "listed-by-the-helper"])
+def test_a_refused_file_is_never_read_into_the_model(tmp_path, monkeypatch, hints):
+    """The datasets' places are known before the walk refuses the file (here: a dataset kept
+    in an external file): from this process's parse (h5extents), else listed by the helper
+    first. They are read (while the walk goes on, or just after); the load fails and the
+    model keeps its weights (the bytes read are never used)."""
     model = _model()
     path = tmp_path / "m.weights.h5"
     model.save_weights(path)
@@ -157,6 +159,8 @@ def test_a_refused_file_is_never_read_into_the_model(tmp_path, monkeypatch):
     real_check = preflight.check
 
     def spying_check(*args, on_extents=None, **kwargs):
+        events.append(("asked to list", kwargs.get("extents")))
+
         def seen(runs):
             events.append(("extents", len(runs)))
             on_extents(runs)
@@ -173,10 +177,14 @@ def test_a_refused_file_is_never_read_into_the_model(tmp_path, monkeypatch):
         return runs
     monkeypatch.setattr(preflight, "check", spying_check)
     monkeypatch.setattr(h5files.Opening, "_plan", spying_plan)
+    if not hints:
+        monkeypatch.setattr(h5extents, "extents", lambda *a, **k: None)
     with pytest.raises(SavingError, match="external files"):
         target.load_weights(path)
     kinds = [k for k, _ in events]
-    assert kinds.index("extents") < kinds.index("verdict"), events  # listed before the verdict
+    assert ("asked to list", not hints) in events
+    if not hints:
+        assert kinds.index("extents") < kinds.index("verdict"), events  # listed before the verdict
     assert ("read", len(target.weights)) in events  # read: the weights, not the optimizer state
     for a, b in zip(before, target.get_weights()):
         np.testing.assert_array_equal(a, b)
@@ -582,7 +590,7 @@ def test_model_file_read_ahead_before_the_model_is_known(tmp_path, monkeypatch, 
     def spying_batch(self, fd, batch, start):
         final.wait(10)  # (the reads wait for the model's selection: what it narrows shows)
         out = real_batch(self, fd, batch, start)
-        kept.extend(name for name, _ in batch if name in self._arrays)
+        kept.extend(name for name, _, _ in batch if name in self._arrays)
         return out
     monkeypatch.setattr(h5files.Opening, "_plan", spying_plan)
     monkeypatch.setattr(h5files.Opening, "select", spying_select)
@@ -593,3 +601,55 @@ def test_model_file_read_ahead_before_the_model_is_known(tmp_path, monkeypatch, 
     assert "/extra" not in kept and "/extra" not in taken and taken
     for a, b in zip(model.get_weights(), loaded.get_weights()):
         np.testing.assert_array_equal(a, b)
+
+
+def test_read_ahead_arrays_are_made_in_the_callers_thread(tmp_path, monkeypatch):
+    """With the places parsed here, the arrays are made by select() in the loading thread
+    (memory another thread allocates comes from another malloc arena, returned to the
+    system when freed: each load's arrays were then new pages to fault in)."""
+    model = _model()
+    model.save_weights(tmp_path / "m.weights.h5")
+    threads = []
+    real_empty = np.empty
+
+    def spying_empty(shape, dtype=float, *args, **kwargs):
+        threads.append(threading.current_thread().name)
+        return real_empty(shape, dtype, *args, **kwargs)
+    monkeypatch.setattr(h5files.np, "empty", spying_empty)
+    loaded = _model()
+    loaded.load_weights(tmp_path / "m.weights.h5")
+    assert len(threads) >= len(_h5_arrays(tmp_path / "m.weights.h5"))  # (weights, optimizer state)
+    assert set(threads) == {threading.current_thread().name}
+    for a, b in zip(model.get_weights(), loaded.get_weights()):
+        np.testing.assert_array_equal(a, b)
+
+
+def test_large_arrays_are_read_and_hashed_in_parts(tmp_path, monkeypatch, taken):
+    """An array larger than a batch is read in parts that the hashing thread takes as they
+    come: the values and the archive's CRC-32 come out the same, and a flipped byte deep in
+    an array is still caught."""
+    monkeypatch.setattr(h5files, "READ_BATCH", 256)
+    parts = []
+    real_batch = h5files.Opening._read_batch
+
+    def spying_batch(self, fd, batch, start):
+        parts.extend(len(p) for _, _, p in batch)
+        return real_batch(self, fd, batch, start)
+    monkeypatch.setattr(h5files.Opening, "_read_batch", spying_batch)
+    model = _model()
+    model.save(tmp_path / "m.keras")
+    loaded = kgraph.models.load_model(tmp_path / "m.keras")
+    with zipfile.ZipFile(tmp_path / "m.keras") as zf:
+        info = zf.getinfo("model.weights.h5")
+    stored = _h5_arrays(tmp_path / "m.keras", keras_zip.WEIGHTS_OFFSET, info.file_size)
+    assert max(parts) <= 256 and sorted(taken) == sorted(stored)
+    for a, b in zip(model.get_weights(), loaded.get_weights()):
+        np.testing.assert_array_equal(a, b)
+    kernel = model.weights[0].numpy().tobytes()
+    data = bytearray((tmp_path / "m.keras").read_bytes())
+    at = data.find(kernel) + len(kernel) // 2
+    assert keras_zip.WEIGHTS_OFFSET < at < keras_zip.WEIGHTS_OFFSET + info.file_size
+    data[at] ^= 0x01
+    (tmp_path / "bad.keras").write_bytes(bytes(data))
+    with pytest.raises(SavingError, match="CRC-32"):
+        kgraph.models.load_model(tmp_path / "bad.keras")

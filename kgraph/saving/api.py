@@ -249,9 +249,12 @@ def _compile(model, cfg, display, custom_objects, optimizer_cfg=None):
 PROVISIONAL_BYTES = 256 << 20
 
 
-def _provisional(path, with_optimizer):
-    st = os.stat(path)
+def _provisional(image, with_optimizer):
+    """(image: an h5files.Image)"""
+    st = os.stat(image.path)
     allocated = getattr(st, "st_blocks", 0) * 512 or st.st_size
+    if image.length is not None:
+        allocated = min(allocated, image.length)
     skip = () if with_optimizer else OPTIMIZER_GROUPS
     return h5files.Selection(lambda name, n: not name.startswith(skip), min(allocated, PROVISIONAL_BYTES))
 
@@ -306,7 +309,8 @@ def _build(raw, display, custom_objects):
 def _load_keras(path, custom_objects, compile):
     with keras_zip.open_archive(path, path) as (_, config, member):
         cc = config.get("compile_config")
-        opening = member.opening(read_ahead=True)  # checked while the model is built
+        opening = member.opening(read_ahead=True)  # checked and read while the model is built
+        opening.select(_provisional(member.image, bool(compile and cc)))
         try:
             model = _build(config, path, custom_objects)
             if compile and cc:
@@ -325,7 +329,7 @@ def _load_keras(path, custom_objects, compile):
 
 def _load_legacy(path, custom_objects, compile):
     opening = h5files.Opening(path, path, read_ahead=True)
-    opening.select(_provisional(path, compile))
+    opening.select(_provisional(opening.image, compile))
     with opening.open() as f:
         with h5files.reading(path, "read the model"):
             raw = h5files.json_attr(f, "model_config", path, required=False)

@@ -10,9 +10,10 @@ reading attributes). So before the process parses a file, another process walks 
 its metadata (kgraph/saving/preflight.py, kgraph/saving/h5probe.py); if that fails or
 dies, the file is reported as damaged with a SavingError instead of taking the process
 down. The process then reads the same bytes, which the walk has shown to be safe.
-The walk also says where the datasets' bytes lie, so that they are read (plain reads,
-no parsing) while it goes on: Opening. An HDF5 image can also be a byte range of a
-file (a `.keras` archive's stored member).
+Where the datasets' bytes lie comes from a small parse in this process (h5extents: pure
+Python, hints only) or else from the walk, so that they are read (plain reads) while the
+walk goes on: Opening. An HDF5 image can also be a byte range of a file (a `.keras`
+archive's stored member).
 """
 from __future__ import annotations
 
@@ -33,7 +34,7 @@ try:  # ISA-L's CRC-32 (carry-less multiply): 3.2 ms for 40 MB where zlib's take
 except ImportError:  # a platform without its wheels
     from zlib import crc32
 
-from kgraph.saving import h5probe, preflight
+from kgraph.saving import h5extents, h5probe, preflight
 from kgraph.saving.errors import FileChanged, SavingError
 
 HDF5_MAGIC = h5probe.HDF5_MAGIC
@@ -52,6 +53,7 @@ CRC_PIECE = 4 << 20  # bytes hashed at a time by crc_range
 READ_BATCH = 8 << 20
 READ_PIECES = 256
 MERGE_GAP = 64 << 10
+READER_START_S = 0.002
 CRC_QUEUE = 8  # pieces read but not hashed yet, at most (the reader waits)
 
 
@@ -171,10 +173,11 @@ def _spawn(target, *args, name):
 
 class Opening:
     """An untrusted HDF5 image on its way to being opened. From construction, a background
-    thread has it checked in another process (preflight); the walk first lists where the
-    plain datasets lie, and with `read_ahead` a reader thread then reads those the
-    caller's Selection (`select()`, once the model is known) accepts, in batches of one
-    preadv each, into fresh arrays, while the walk goes on and the caller builds the model.
+    thread has it checked in another process (preflight). With `read_ahead`, where the
+    plain datasets lie comes from a parse in this process (h5extents: hints, no HDF5
+    library), else from the walk, which lists them first; a reader thread reads those the
+    caller's Selection (`select()`) accepts, in batches of one preadv each, into fresh
+    arrays, while the walk goes on and the caller builds the model.
     `open()` waits for the verdict only; `read_array` inside it takes a read-ahead array
     when this process's HDF5 says the same about the dataset (else h5py reads it). Bytes
     read before the verdict are never used when the verdict is bad.
@@ -193,11 +196,15 @@ class Opening:
             raise SavingError(display, "no such file")
         if os.path.isdir(image.path):
             raise SavingError(display, "is a folder, not a file")
+        self._read_ahead = read_ahead and PREFLIGHT  # (unchecked: h5py reads everything)
+        hints = None
         with reading(display, "open the file"):
             with open(image.path, "rb") as fh:  # (fstat, as the walk and the open report theirs)
                 fh.seek(image.offset)
                 head = fh.read(8)
                 st = os.fstat(fh.fileno())
+                if self._read_ahead and head == HDF5_MAGIC:
+                    hints = h5extents.extents(fh.fileno(), image.offset, image.length)
             self._identity = list(identity) if identity is not None else h5probe.identity(st)
         if head != HDF5_MAGIC:
             raise SavingError(display, "not an HDF5 file (wrong signature"
@@ -205,11 +212,11 @@ class Opening:
         size = st.st_size
         self.image, self.display = image, display
         self._end = image.offset + image.length if image.length is not None else size
-        self._read_ahead = read_ahead and PREFLIGHT  # (unchecked: h5py reads everything)
         self._base = image.offset  # where dataset offsets count from (set by open())
         self._checked = threading.Event()  # the verdict is in
         self._planned = threading.Event()  # what is read ahead is known (_index)
         self._selected = threading.Event()
+        self._reading = threading.Event()  # the reader's first read has started
         self._selection = None
         self._error = None
         self._index: dict = {}   # name -> (position in reading order, offset, nbytes)
@@ -224,16 +231,23 @@ class Opening:
         self._reader = self._hasher = None
         self._inline = False
         self._changed = False  # the reader found another file at the path
+        self._hints = hints  # (the check need not list the datasets then)
+        self._runs = None  # the plan with its arrays, made by select() when there are hints
         if PREFLIGHT or checksum:
+            if hints is not None:
+                with contextlib.suppress(Exception):
+                    self._start_reader(hints)  # reads at once, while the check runs
+                if self._reader is None:  # (it could not start)
+                    self._hints = None
             if _spawn(self._run, name="kgraph-h5-open") is None:
-                self._inline = True  # no thread: open() checks, h5py reads
+                self._inline = True  # no thread: open() checks (h5py reads what was not read)
         else:
             self._planned.set()
             self._checked.set()
 
     # -- the background: check, then read ------------------------------------------------
     def _run(self):
-        extents = None
+        extents = self._hints
 
         def listed(runs):  # the walk's list of datasets: read them while it goes on
             nonlocal extents
@@ -243,7 +257,8 @@ class Opening:
             if PREFLIGHT:
                 try:
                     reply = preflight.check(self.image.path, self.image.offset, self.image.length,
-                                            self.display, extents=self._read_ahead and not self._inline,
+                                            self.display,
+                                            extents=self._read_ahead and not self._inline and extents is None,
                                             on_extents=None if self._inline else listed)
                     walked = reply.get("identity")
                     if walked is not None and list(walked) != self._identity:
@@ -264,8 +279,8 @@ class Opening:
             self._planned.set()
 
     def _plan(self, extents):
-        """The runs to read ahead, in file order: accepted by the selection, within the
-        image, not overlapping, within the budget."""
+        """The runs to read ahead, (name, offset, nbytes, None) in file order: accepted by
+        the selection, within the image, not overlapping, within the budget."""
         runs, pos, left = [], self.image.offset, 0
         sel = self._selection
         if sel is not None and not self._cancel:
@@ -273,34 +288,38 @@ class Opening:
             for name, off, n in sorted(extents, key=lambda r: r[1]):
                 cost = n + (off - pos if off - pos <= MERGE_GAP else 0)  # (a small gap is read too)
                 if off >= pos and off + n <= self._end and cost <= left and sel.accept(name, n):
-                    runs.append((name, off, n))
+                    runs.append((name, off, n, None))
                     pos, left = off + n, left - cost
         return runs
 
     def _read(self, extents):
-        """The planned runs into fresh arrays (one np.empty each, as h5py reads them), with a
-        checksum also every byte between them, in file order. Batches of about READ_BATCH
-        bytes are read with one preadv each: the GIL is released for a whole batch (a thread
-        waiting for it while the caller builds the model waits up to the switch interval,
-        5 ms, each time), and the hashing thread hashes one batch while the next is read."""
+        """The planned runs into fresh arrays (one np.empty each, as h5py reads them; made by
+        select() when the places were parsed here), with a checksum also every byte between
+        them, in file order. Batches of about READ_BATCH bytes (a larger array in parts) are
+        read with one preadv each: the GIL is released for a whole batch (a thread waiting
+        for it while the caller builds the model waits up to the switch interval, 5 ms,
+        each time), and the hashing thread hashes one batch while the next is read."""
         fd, outcome = None, _CANCELLED  # (an unexpected error: crc() reads it all again)
         try:
             if self._checksum:
                 self._hasher = _spawn(self._hash, name="kgraph-crc")
             if self._read_ahead and extents:
                 self._selected.wait()  # the caller's selection (or a cancel)
-            runs = self._plan(extents) if extents else []
+            if extents and extents is self._hints and self._runs is not None:
+                runs = self._runs  # (planned by select(), arrays included)
+            else:
+                runs = self._plan(extents) if extents else []
             planned_with, used = self._selection, 0
             fd = os.open(self.image.path, os.O_RDONLY | getattr(os, "O_BINARY", 0))
             if h5probe.identity(os.fstat(fd)) != self._identity:
                 self._changed = True  # another file now: nothing read (open() and crc() say so)
                 raise OSError("the file changed")
             with self._cond:
-                self._index = {name: (i, off, n) for i, (name, off, n) in enumerate(runs)}
+                self._index = {name: (i, off, n) for i, (name, off, n, _) in enumerate(runs)}
             self._planned.set()
             hashing = self._hasher is not None
             batch, start, size = [], self.image.offset, 0  # (name or None, buffer), offset, bytes
-            for name, off, n in self._pieces(runs, hashing):
+            for name, off, n, buf in self._pieces(runs, hashing):
                 if self._cancel:
                     break
                 if name is not None and self._selection is not planned_with:
@@ -316,17 +335,23 @@ class Opening:
                             self._cond.notify_all()
                         for at in range(off, off + n, READ_BATCH) if hashing else ():
                             piece = bytearray(min(READ_BATCH, off + n - at))
-                            self._read_batch(fd, [(None, piece)], at)
+                            self._read_batch(fd, [(None, None, piece)], at)
                         continue
                 if name is not None:
                     used += n
-                if batch and (off != start + size or size >= READ_BATCH or len(batch) >= READ_PIECES):
-                    self._read_batch(fd, batch, start)
-                    batch, size = [], 0
-                if not batch:
-                    start = off
-                batch.append((name, np.empty(n, np.uint8) if name is not None else bytearray(n)))
-                size += n
+                if buf is None:
+                    buf = np.empty(n, np.uint8) if name is not None else bytearray(n)
+                whole = memoryview(buf).cast("B")
+                for at in range(0, max(n, 1), READ_BATCH):  # (a large array in parts: the
+                    last = at + READ_BATCH >= n             # hashing follows part by part)
+                    if batch and (off + at != start + size or size >= READ_BATCH or len(batch) >= READ_PIECES):
+                        self._read_batch(fd, batch, start)
+                        batch, size = [], 0
+                    if not batch:
+                        start = off + at
+                    part = whole[at:at + READ_BATCH]
+                    batch.append((name if last else None, buf if last else None, part))
+                    size += len(part)
             if batch and not self._cancel:
                 self._read_batch(fd, batch, start)
             if not self._cancel and hashing:
@@ -345,35 +370,39 @@ class Opening:
                 self._crc.put(outcome)
 
     def _pieces(self, runs, everything):
-        """(name, offset, nbytes) in file order: the runs, and between them (None, ...) the
-        bytes a checksum needs, or (without one) small gaps only, so that reads merge."""
+        """(name, offset, nbytes, array or None) in file order: the runs, and between them
+        (None, ...) the bytes a checksum needs, or (without one) small gaps only, so that
+        reads merge."""
         pos = self.image.offset
-        for name, off, n in runs + [(None, self._end, 0)]:
+        for name, off, n, buf in runs + [(None, self._end, 0, None)]:
             gap = off - pos
             if everything or (gap <= MERGE_GAP and name is not None):
                 while pos < off:
                     step = min(off - pos, READ_BATCH)
-                    yield None, pos, step
+                    yield None, pos, step, None
                     pos += step
             if name is None:
                 return
-            yield name, off, n
+            yield name, off, n, buf
             pos = off + n
 
     def _read_batch(self, fd, batch, start):
-        views = [memoryview(buf).cast("B") for _, buf in batch]
-        h5probe.preadv_all(fd, views, start)
+        """Reads the parts of `batch`, (name, array, part) from file offset `start` on; a
+        named array is complete once its last part (the one that names it) is read."""
+        if not self._reading.is_set():
+            self._reading.set()
+        h5probe.preadv_all(fd, [part for _, _, part in batch], start)
         sel = self._selection  # (the latest: a read under a provisional one is kept only if
         with self._cond:       # the final one accepts it too)
-            for name, buf in batch:
+            for name, buf, _ in batch:
                 if name is not None:
                     if not self._cancel and (sel is None or sel.accept(name, len(buf))):
                         self._arrays[name] = buf
                     self._done += 1
             self._cond.notify_all()
         if self._hasher is not None:
-            for _, buf in batch:
-                self._crc.put(buf)
+            for _, _, part in batch:
+                self._crc.put(part)
 
     def _hash(self):
         value, failed = 0, False
@@ -395,6 +424,16 @@ class Opening:
         call narrows what is kept of what is still to read (a provisional selection,
         before the model is known, then the final one)."""
         self._selection = selection
+        if self._runs is None and self._hints is not None and not self._cancel:
+            # the arrays are made here, in the caller's thread: memory that a thread
+            # other than the main one allocates comes from another malloc arena, which
+            # returns freed memory to the system, so each load's arrays were new pages
+            # to fault in and zero (measured: 7-9 ms of system time per 40 MB load)
+            self._runs = [(name, off, n, np.empty(n, np.uint8)) for name, off, n, _ in self._plan(self._hints)]
+            self._selected.set()
+            # a moment for the reader to start its first read: else it waits for the GIL
+            # while this thread builds the model (up to the 5 ms switch interval)
+            self._reading.wait(READER_START_S)
         self._selected.set()
 
     def crc(self):
@@ -450,6 +489,7 @@ class Opening:
         self._selected.set()
         with self._cond:
             self._arrays.clear()
+            self._runs = [] if self._runs is not None else None
 
     def join(self, timeout):
         """Waits (up to `timeout` s) for the reader to stop, e.g. before the file goes."""

@@ -1,0 +1,196 @@
+"""kgraph/saving/h5extents.py: the in-process parse of where datasets lie. It must agree
+with the HDF5 library (run in-process here on valid files only) on every file Keras,
+tf.keras and kgraph write, say None for what it does not read, and never raise or loop
+on damaged input."""
+from __future__ import annotations
+
+import glob
+import os
+import random
+import time
+import zipfile
+
+import h5py
+import numpy as np
+import pytest
+
+import kgraph
+from kgraph import layers as L
+from kgraph.saving import h5extents, h5files, h5probe, keras_zip
+
+FIXTURES = os.path.join(os.path.dirname(__file__), "fixtures")
+
+
+def _parse(path, offset=0, length=None):
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        return h5extents.extents(fd, offset, length)
+    finally:
+        os.close(fd)
+
+
+def _library(path, offset=0, length=None):
+    """The HDF5 library's list (the helper's walk, run here: the files are valid)."""
+    return h5probe.probe(str(path), offset, length, extents=True)["extents"]
+
+
+def _image(path):
+    if str(path).endswith(".keras"):
+        with keras_zip.open_archive(str(path), str(path)) as (_, _, member):
+            return member.image.offset, member.image.length
+    return 0, None
+
+
+def _fixture_files():
+    files = sorted(glob.glob(os.path.join(FIXTURES, "keras", "*")) + glob.glob(os.path.join(FIXTURES, "tfkeras2", "*")))
+    return [f for f in files if f.endswith((".h5", ".keras"))]
+
+
+@pytest.mark.parametrize("path", _fixture_files(), ids=os.path.basename)
+def test_agrees_with_the_library_on_keras_and_tf_keras_files(path):
+    offset, length = _image(path)
+    got = _parse(path, offset, length)
+    assert got is not None
+    assert sorted(map(tuple, got)) == sorted(map(tuple, _library(path, offset, length)))
+    assert got  # (every fixture has weights)
+
+
+def _model():
+    kgraph.utils.set_random_seed(0)
+    inp = kgraph.Input((6,))
+    model = kgraph.Model(inp, L.Dense(2)(L.LSTM(5)(L.Reshape((2, 3))(inp))))
+    model.compile("adam", "mse")
+    model.fit(np.ones((4, 6), "f4"), np.ones((4, 2), "f4"), verbose=0)
+    return model
+
+
+@pytest.mark.parametrize("name", ["m.weights.h5", "m.h5", "m.keras"])
+def test_agrees_with_the_library_on_kgraph_files(tmp_path, name):
+    model = _model()
+    path = str(tmp_path / name)
+    (model.save_weights if name.endswith(".weights.h5") else model.save)(path)
+    offset, length = _image(path)
+    got = _parse(path, offset, length)
+    assert sorted(map(tuple, got)) == sorted(map(tuple, _library(path, offset, length)))
+    assert any(n.startswith("/optimizer") for n, _, _ in got)  # the optimizer state too
+    if name.endswith(".keras"):  # the archive's member at offset 512: offsets count from the file's start
+        assert offset == keras_zip.WEIGHTS_OFFSET and all(o > offset for _, o, _ in got)
+
+
+def test_user_blocks_big_groups_and_hard_links(tmp_path):
+    """A 4 KiB user block; a group of 300 members (B-tree of several levels); the same
+    dataset under two names (listed once, as the library's visit does); a group linked
+    into itself; a soft link; an empty and a chunked dataset (not listed)."""
+    path = str(tmp_path / "x.h5")
+    with h5py.File(path, "w", userblock_size=4096) as f:
+        g = f.create_group("many")
+        for i in range(300):
+            g[f"d{i:03d}"] = np.full(i + 1, i, "f4")
+        f["twice"] = g["d007"]
+        f["many/loop"] = g
+        f["soft"] = h5py.SoftLink("/many/d001")
+        f.create_dataset("empty", shape=(0,), dtype="f4")
+        f.create_dataset("chunked", data=np.ones(100, "f4"), chunks=(10,))
+    got = _parse(path)
+    by_name = {n: (o, size) for n, o, size in got}
+    ref = {n: (o, size) for n, o, size in _library(path)}
+    assert len([n for n in by_name if n.startswith("/many/d")]) == 300
+    assert "/chunked" not in by_name and "/empty" not in by_name and "/soft" not in by_name
+    assert by_name == ref
+    assert len([n for n in by_name if n in ("/many/d007", "/twice")]) == 1
+    with h5py.File(path, "r") as f:
+        for name in ("/many/d000", "/many/d299", "/many/d007"):
+            offset, size = by_name[name]
+            data = np.fromfile(path, "f4", count=size // 4, offset=offset)
+            np.testing.assert_array_equal(data, f[name][()])
+
+
+def test_says_none_for_what_it_does_not_read(tmp_path):
+    latest = str(tmp_path / "latest.h5")
+    with h5py.File(latest, "w", libver="latest") as f:  # superblock 3, new-style groups
+        f["a/b"] = np.ones(4, "f4")
+    ordered = str(tmp_path / "ordered.h5")
+    with h5py.File(ordered, "w") as f:
+        f.create_group("g", track_order=True)["x"] = np.ones(4, "f4")  # link messages
+    plain = tmp_path / "plain.bin"
+    plain.write_bytes(b"not hdf5" * 100)
+    assert _parse(latest) is None
+    assert _parse(ordered) is None
+    assert _parse(str(plain)) is None
+    assert _library(latest)  # (the helper's list then serves: the library reads them)
+
+
+def test_damaged_files_give_none_or_a_list_never_an_error(tmp_path):
+    """Byte flips and truncations of a Keras file: the parse returns (None or a list of
+    [str, int, int]) quickly; what it lists is only ever a hint (h5files.Opening.take
+    compares it with the library's view after the check)."""
+    src = open(os.path.join(FIXTURES, "keras", "lstm.weights.h5"), "rb").read()
+    rng = random.Random(0)
+    path = tmp_path / "f.h5"
+    lists = 0
+    for i in range(400):
+        data = bytearray(src)
+        if i % 4 == 0:
+            data = data[:rng.randrange(len(data))]
+        else:
+            for _ in range(rng.randrange(1, 8)):
+                data[rng.randrange(min(len(data), 4096))] = rng.randrange(256)
+        path.write_bytes(bytes(data))
+        t = time.perf_counter()
+        got = _parse(str(path))
+        assert time.perf_counter() - t < 1.0
+        if got is not None:
+            lists += 1
+            assert all(isinstance(n, str) and isinstance(o, int) and isinstance(s, int) and 0 <= o and 0 < s
+                       and o + s <= len(data) for n, o, s in got)
+    assert 0 < lists < 400  # (some flips hit unused bytes, many break the parse)
+
+
+def test_bounds_hold_on_a_self_referencing_b_tree(tmp_path):
+    """A B-tree node whose child is itself (a hostile file) ends the parse with None."""
+    path = str(tmp_path / "x.h5")
+    with h5py.File(path, "w") as f:
+        f["a"] = np.ones(3, "f4")
+    data = bytearray(open(path, "rb").read())
+    at = data.find(b"TREE")
+    data[at + 32:at + 40] = at.to_bytes(8, "little")  # child 0 -> the node itself
+    data[at + 5] = 1  # level 1: its children are nodes
+    open(path, "wb").write(bytes(data))
+    assert _parse(path) is None
+
+
+def test_wrong_hints_are_never_used(tmp_path, monkeypatch):
+    """A parse that points at the wrong bytes (as a hostile file could make it) costs a
+    read, not a wrong weight: the library's offsets after the check decide."""
+    model = _model()
+    model.save_weights(tmp_path / "m.weights.h5")
+    real = h5extents.extents
+    monkeypatch.setattr(h5extents, "extents",
+                        lambda fd, offset=0, length=None: [[n, o + 4, s] for n, o, s in real(fd, offset, length)])
+    taken = []
+    real_take = h5files.Opening.take
+
+    def spy(self, obj, dtype):
+        out = real_take(self, obj, dtype)
+        taken.append(out is not None)
+        return out
+    monkeypatch.setattr(h5files.Opening, "take", spy)
+    loaded = _model()
+    loaded.set_weights([w * 0 for w in loaded.get_weights()])
+    loaded.load_weights(tmp_path / "m.weights.h5")
+    assert taken and not any(taken)
+    for a, b in zip(model.get_weights(), loaded.get_weights()):
+        np.testing.assert_array_equal(a, b)
+
+
+def test_a_keras_written_archive_member_is_parsed_in_place(tmp_path):
+    """Keras writes model.weights.h5 last, at an arbitrary offset: the parse reads it
+    there (addresses count from the member's start)."""
+    src = os.path.join(FIXTURES, "keras", "cnn.keras")
+    with zipfile.ZipFile(src) as zf:
+        info = zf.getinfo("model.weights.h5")
+    offset, length = _image(src)
+    assert offset % 512  # (not where the library would find it in place)
+    got = _parse(src, offset, length)
+    assert sorted(map(tuple, got)) == sorted(map(tuple, _library(src, offset, length)))
+    assert all(offset <= o and o + s <= offset + info.file_size for _, o, s in got)
