@@ -7,6 +7,7 @@ from __future__ import annotations
 import glob
 import os
 import random
+import struct
 import time
 import zipfile
 
@@ -194,3 +195,93 @@ def test_a_keras_written_archive_member_is_parsed_in_place(tmp_path):
     got = _parse(src, offset, length)
     assert sorted(map(tuple, got)) == sorted(map(tuple, _library(src, offset, length)))
     assert all(offset <= o and o + s <= offset + info.file_size for _, o, s in got)
+
+
+def _one_dataset_file(path):
+    with h5py.File(path, "w") as f:
+        f["a"] = np.ones(3, "f4")
+    return bytearray(open(path, "rb").read())
+
+
+def test_a_header_continuing_into_itself_ends_at_once(tmp_path):
+    """A 1 MiB continuation block that continues into itself (a hostile file): refused on
+    the second visit, not read 65,535 times."""
+    path = str(tmp_path / "x.h5")
+    data = _one_dataset_file(path)
+    root = int.from_bytes(data[64:72], "little")
+    symtab = bytes(data[root + 24:root + 40])
+    block_at, block = len(data), 1 << 20
+    cont = struct.pack("<HHI", 0x10, 16, 0) + struct.pack("<QQ", block_at, block)
+    filler = b""
+    while len(cont) + len(filler) < block:  # (few, large null messages: the count lasts)
+        size = min(block - len(cont) - len(filler) - 8, 65528)
+        filler += struct.pack("<HHI", 0, size, 0) + bytes(size)
+    data += cont + filler
+    header_at = len(data)
+    body = struct.pack("<HHI", 0x11, 16, 0) + symtab + cont
+    data += struct.pack("<BBHII", 1, 0, 65535, 1, len(body)) + bytes(4) + body
+    data[64:72] = header_at.to_bytes(8, "little")
+    open(path, "wb").write(bytes(data))
+    t = time.perf_counter()
+    assert _parse(path) is None
+    assert time.perf_counter() - t < 0.5
+
+
+def test_a_b_tree_reaching_one_node_twice_ends_at_once(tmp_path):
+    """Internal B-tree nodes whose two children are one node, 40 levels deep (2^40 paths):
+    refused when a node is reached the second time."""
+    path = str(tmp_path / "x.h5")
+    data = _one_dataset_file(path)
+    at = data.find(b"TREE")
+    below = at
+    for _ in range(40):
+        node = len(data)
+        data += (b"TREE" + bytes([0, 1]) + struct.pack("<H", 2) + struct.pack("<qq", -1, -1)
+                 + struct.pack("<QQQQQ", 0, below, 0, below, 0))
+        below = node
+    root = int.from_bytes(data[64:72], "little")
+    assert struct.unpack_from("<H", data, root + 16)[0] == 0x11  # the root's symbol table message
+    data[root + 24:root + 32] = below.to_bytes(8, "little")  # names the B-tree
+    open(path, "wb").write(bytes(data))
+    t = time.perf_counter()
+    assert _parse(path) is None
+    assert time.perf_counter() - t < 0.5
+
+
+def test_a_name_listed_twice_is_refused_and_never_read_ahead(tmp_path, monkeypatch):
+    """Two entries of one group with the same name (a hostile file; HDF5 resolves the
+    name to one of them): the parse refuses the file, and a list naming a dataset twice
+    (from anywhere) has that name left to h5py, so the load neither hangs nor takes the
+    other entry's bytes."""
+    kgraph.utils.set_random_seed(0)
+    inp = kgraph.Input((4,))
+    model = kgraph.Model(inp, L.Dense(3)(L.Dense(5)(inp)))
+    path = tmp_path / "m.weights.h5"
+    model.save_weights(path)
+    fd = os.open(path, os.O_RDONLY)
+    listed = h5extents.extents(fd)
+    os.close(fd)
+    kernel = next(r for r in listed if r[0] == "/layers/dense/vars/0")
+    bias = next(r for r in listed if r[0] == "/layers/dense/vars/1")
+    decoy = [kernel[0], bias[1], bias[2]]  # the kernel's name on the bias's bytes
+    with monkeypatch.context() as mp:
+        mp.setattr(h5extents, "extents", lambda *a, **k: [decoy] + listed)
+        loaded = kgraph.Model(inp, L.Dense(3)(L.Dense(5)(inp)))
+        loaded.load_weights(path)
+    for a, b in zip(model.get_weights(), loaded.get_weights()):
+        np.testing.assert_array_equal(a, b)
+    data = bytearray(path.read_bytes())  # the real thing: two entries named alike
+    layers_node = None
+    for at in range(len(data)):
+        at = data.find(b"SNOD", at)
+        if at < 0:
+            break
+        if struct.unpack_from("<H", data, at + 6)[0] >= 2:
+            layers_node = at
+    entry = struct.unpack_from("<Q", data, layers_node + 8 + 40)[0]
+    struct.pack_into("<Q", data, layers_node + 8, entry)  # entry 0 named as entry 1
+    (tmp_path / "dup.h5").write_bytes(bytes(data))
+    with h5py.File(tmp_path / "dup.h5", "r") as f:  # (the patch made a repeated name)
+        names = list(f[h5py.h5i.get_name(h5py.h5o.open(f.id, b"/layers/dense/vars")).decode()]) \
+            if "layers/dense/vars" in f else []
+    assert _parse(str(tmp_path / "dup.h5")) is None

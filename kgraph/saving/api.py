@@ -251,8 +251,11 @@ PROVISIONAL_BYTES = 256 << 20
 
 def _provisional(image, with_optimizer):
     """(image: an h5files.Image)"""
-    st = os.stat(image.path)
-    allocated = getattr(st, "st_blocks", 0) * 512 or st.st_size
+    try:
+        st = os.stat(image.path)
+        allocated = getattr(st, "st_blocks", 0) * 512 or st.st_size
+    except OSError:  # (gone: the open reports it)
+        allocated = 0
     if image.length is not None:
         allocated = min(allocated, image.length)
     skip = () if with_optimizer else OPTIMIZER_GROUPS

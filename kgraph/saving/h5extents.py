@@ -24,6 +24,11 @@ MAX_OBJECTS = 10000    # objects visited
 MAX_DEPTH = 64         # nested groups (and B-tree levels)
 MAX_BLOCK = 1 << 20    # bytes of one structure read (an object header, a local heap)
 MAX_BLOCKS = 64        # continuation blocks of one object header
+MAX_NAME = 4096        # bytes of one link name
+MAX_NAMES = 4 << 20    # bytes of all dataset paths listed
+# All reads together: at most this many, and no more bytes than twice the image plus
+# MAX_BLOCK (a valid file's metadata is read once; a hostile one cannot make it loop).
+MAX_READS = 50000
 WINDOW = 64 << 10      # bytes read at once from the start of the image (most metadata is there)
 USERBLOCKS = 8         # superblock positions tried: 0, 512, 1024, ... 32768
 
@@ -45,11 +50,15 @@ class _Image:
     def __init__(self, fd, offset, length):
         self.fd, self.offset, self.length, self.base = fd, offset, length, 0
         self.head = os.pread(fd, min(WINDOW, length), offset)
+        self.reads, self.budget = 0, 2 * length + MAX_BLOCK
 
     def read(self, addr, n):
         start = self.base + addr
         if addr < 0 or n < 0 or n > MAX_BLOCK or start + n > self.length:
             raise Unsupported(f"{n} bytes at address {addr}: outside the image")
+        self.reads, self.budget = self.reads + 1, self.budget - n
+        if self.reads > MAX_READS or self.budget < 0:
+            raise Unsupported("more metadata read than the file holds")
         if start + n <= len(self.head):
             return self.head[start:start + n]
         data = os.pread(self.fd, n, self.offset + start)
@@ -84,11 +93,14 @@ def _messages(img, addr):
     if version != 1:
         raise Unsupported(f"object header version {version} at {addr}")
     out: dict = {}
-    blocks, seen = [(addr + 16, size)], 0
+    blocks, seen, done = [(addr + 16, size)], 0, set()
     while blocks and seen < count:
-        if len(blocks) > MAX_BLOCKS:
+        if len(done) >= MAX_BLOCKS:
             raise Unsupported("too many continuation blocks")
         at, n = blocks.pop(0)
+        if at in done:
+            raise Unsupported("an object header continues into itself")
+        done.add(at)
         data, pos = img.read(at, n), 0
         while pos + 8 <= len(data) and seen < count:
             kind, length = struct.unpack_from("<HH", data, pos)
@@ -115,12 +127,18 @@ def _contiguous(layout):
 
 class _Walk:
     def __init__(self, img):
-        self.img, self.visited, self.runs = img, set(), []
+        self.img, self.visited, self.runs, self.names, self.listed = img, set(), [], set(), 0
+        self.nodes = set()  # B-tree and symbol nodes read (each once: a cycle is refused)
+
+    def node(self, addr):
+        if addr in self.nodes:
+            raise Unsupported(f"the node at {addr} is reached twice")
+        self.nodes.add(addr)
 
     def object(self, addr, path, depth):
         if addr in self.visited:
             return
-        if len(self.visited) >= MAX_OBJECTS or depth > MAX_DEPTH:
+        if len(self.visited) >= MAX_OBJECTS or depth > MAX_DEPTH or len(path) > MAX_NAME:
             raise Unsupported("too many objects, or nested too deep")
         self.visited.add(addr)
         msgs = _messages(self.img, addr)
@@ -132,6 +150,12 @@ class _Walk:
         elif _LAYOUT in msgs:
             run = _contiguous(msgs[_LAYOUT][0])
             if run is not None and run[1]:
+                if path in self.names:  # (two entries of one name: the library's view is one)
+                    raise Unsupported(f"two datasets named '{path}'")
+                self.names.add(path)
+                self.listed += len(path)
+                if self.listed > MAX_NAMES:
+                    raise Unsupported("too many or too long names")
                 self.runs.append([path, self.img.base + run[0], run[1]])
 
     def heap(self, addr):
@@ -144,6 +168,7 @@ class _Walk:
     def group(self, node, names, path, depth):
         if depth > MAX_DEPTH:
             raise Unsupported("B-tree nested too deep")
+        self.node(node)
         head = self.img.read(node, 24)
         if head[:4] != b"TREE" or head[4] != 0:
             raise Unsupported(f"no group B-tree node at {node}")
@@ -157,6 +182,7 @@ class _Walk:
                 self.symbols(child, names, path, depth)
 
     def symbols(self, addr, names, path, depth):
+        self.node(addr)
         head = self.img.read(addr, 8)
         if head[:4] != b"SNOD" or head[4] != 1:
             raise Unsupported(f"no symbol table node at {addr}")
@@ -166,9 +192,9 @@ class _Walk:
             name_at, header, cache, _ = _SYMBOL_ENTRY.unpack_from(body, i * _SYMBOL_ENTRY.size)
             if cache == 2:  # a soft link (h5py resolves it; no hint)
                 continue
-            end = names.find(b"\x00", name_at)
+            end = names.find(b"\x00", name_at, name_at + MAX_NAME)
             if name_at >= len(names) or end < 0:
-                raise Unsupported("a link name outside its heap")
+                raise Unsupported("a link name outside its heap, or too long")
             name = names[name_at:end].decode("utf8", "surrogateescape")
             self.object(header, f"{path}/{name}", depth + 1)
 

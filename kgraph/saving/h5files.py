@@ -54,6 +54,7 @@ READ_BATCH = 8 << 20
 READ_PIECES = 256
 MERGE_GAP = 64 << 10
 READER_START_S = 0.002
+ALL_DONE = 1 << 62  # Opening._done once the reader has stopped
 CRC_QUEUE = 8  # pieces read but not hashed yet, at most (the reader waits)
 
 
@@ -233,6 +234,7 @@ class Opening:
         self._changed = False  # the reader found another file at the path
         self._hints = hints  # (the check need not list the datasets then)
         self._runs = None  # the plan with its arrays, made by select() when there are hints
+        self._runs_selection = None  # (the selection it was made with)
         if PREFLIGHT or checksum:
             if hints is not None:
                 with contextlib.suppress(Exception):
@@ -283,11 +285,15 @@ class Opening:
         the selection, within the image, not overlapping, within the budget."""
         runs, pos, left = [], self.image.offset, 0
         sel = self._selection
+        names = {}
+        for name, _, _ in extents:  # (a name listed twice is not read ahead: which is it?)
+            names[name] = names.get(name, 0) + 1
         if sel is not None and not self._cancel:
             left = sel.budget
             for name, off, n in sorted(extents, key=lambda r: r[1]):
                 cost = n + (off - pos if off - pos <= MERGE_GAP else 0)  # (a small gap is read too)
-                if off >= pos and off + n <= self._end and cost <= left and sel.accept(name, n):
+                if (off >= pos and off + n <= self._end and cost <= left and names[name] == 1
+                        and sel.accept(name, n)):
                     runs.append((name, off, n, None))
                     pos, left = off + n, left - cost
         return runs
@@ -305,11 +311,11 @@ class Opening:
                 self._hasher = _spawn(self._hash, name="kgraph-crc")
             if self._read_ahead and extents:
                 self._selected.wait()  # the caller's selection (or a cancel)
+            planned_with, used = self._selection, 0
             if extents and extents is self._hints and self._runs is not None:
-                runs = self._runs  # (planned by select(), arrays included)
+                runs, planned_with = self._runs, self._runs_selection  # (planned by select())
             else:
                 runs = self._plan(extents) if extents else []
-            planned_with, used = self._selection, 0
             fd = os.open(self.image.path, os.O_RDONLY | getattr(os, "O_BINARY", 0))
             if h5probe.identity(os.fstat(fd)) != self._identity:
                 self._changed = True  # another file now: nothing read (open() and crc() say so)
@@ -364,7 +370,7 @@ class Opening:
                     os.close(fd)
             self._planned.set()
             with self._cond:
-                self._done = len(self._index)
+                self._done = ALL_DONE  # (whatever take() waits for is not coming now)
                 self._cond.notify_all()
             if self._hasher is not None:
                 self._crc.put(outcome)
@@ -429,11 +435,17 @@ class Opening:
             # other than the main one allocates comes from another malloc arena, which
             # returns freed memory to the system, so each load's arrays were new pages
             # to fault in and zero (measured: 7-9 ms of system time per 40 MB load)
-            self._runs = [(name, off, n, np.empty(n, np.uint8)) for name, off, n, _ in self._plan(self._hints)]
+            try:
+                runs = [(name, off, n, np.empty(n, np.uint8)) for name, off, n, _ in self._plan(self._hints)]
+            except MemoryError:  # (no reading ahead: h5py reads, or fails, as it would)
+                runs = []
+            with self._cond:
+                self._runs, self._runs_selection = ([] if self._cancel else runs), selection
             self._selected.set()
-            # a moment for the reader to start its first read: else it waits for the GIL
-            # while this thread builds the model (up to the 5 ms switch interval)
-            self._reading.wait(READER_START_S)
+            if self._runs or self._checksum:
+                # a moment for the reader to start its first read: else it waits for the
+                # GIL while this thread builds the model (up to the 5 ms switch interval)
+                self._reading.wait(READER_START_S)
         self._selected.set()
 
     def crc(self):
@@ -489,7 +501,7 @@ class Opening:
         self._selected.set()
         with self._cond:
             self._arrays.clear()
-            self._runs = [] if self._runs is not None else None
+            self._runs = [] if self._runs is not None else None  # (the reader may hold them still)
 
     def join(self, timeout):
         """Waits (up to `timeout` s) for the reader to stop, e.g. before the file goes."""
@@ -520,6 +532,7 @@ class Opening:
                     self._selected.set()  # (none given: nothing more is read ahead)
                     with self._cond:
                         self._arrays.clear()  # (read ahead but not asked for)
+                        self._runs = [] if self._runs is not None else None
         except BaseException:
             self.cancel()
             raise
