@@ -8,12 +8,16 @@ weights) unless `include_optimizer=False`. Baselines: h5py writing/reading the s
 weight arrays as plain datasets (with and without fsync: kgraph fsyncs every file it
 writes, to make the rename atomic), and numpy.save/np.load of one .npz.
 
-kgraph's load walks the HDF5 structure in another process first (damaged files cannot
-crash the process; kgraph/saving/preflight.py): a helper process started when kgraph is
-imported, and a fork of this process until it is ready. Rows marked "unchecked" turn that
-off (kgraph.saving.h5files.PREFLIGHT); the "first load" line times the very first load of
-the process, and one load checked by a fork. `load_model` also rebuilds and compiles the
-model from its config (initializers skipped: the file's values replace them). Every
+kgraph reads its own files (HDF5's classic format) with a pure-Python reader,
+kgraph/saving/h5lite.py. Rows marked "HDF5 library" load them as kgraph loads any other
+HDF5 file (kgraph.saving.h5files.PURE_PYTHON off): the structure is walked in another
+process first (damaged files cannot crash the process; kgraph/saving/preflight.py), a
+helper process started when kgraph is imported, or a fork of this process until it is
+ready, then h5py parses it. Rows marked "unchecked" use h5py without that walk
+(kgraph.saving.h5files.PREFLIGHT off). The "first load" line times the very first load
+of the process, and one load through the library checked by a fork. `load_model` also
+rebuilds and compiles the model from its config (initializers skipped: the file's values
+replace them). Every
 operation, baselines included, runs once per round (interleaved: see `interleaved`);
 medians of `--repeats` rounds after an untimed one; the files live in `--dir` (page
 cache warm).
@@ -104,19 +108,22 @@ def main():
     first = time.perf_counter() - t
     from kgraph.saving import preflight
     preflight.USE_HELPER = False  # one check by a forked child, as before the helper is ready
+    h5files.PURE_PYTHON = False
     t = time.perf_counter()
     plain.load_weights(p("first.weights.h5"))
     forked = time.perf_counter() - t
-    preflight.USE_HELPER = True
+    preflight.USE_HELPER = h5files.PURE_PYTHON = True
 
-    def unchecked(fn):
+    def setting(name, value, fn):
         def run():
-            h5files.PREFLIGHT = False
+            setattr(h5files, name, value)
             try:
                 fn()
             finally:
-                h5files.PREFLIGHT = True
+                setattr(h5files, name, not value)
         return run
+    unchecked = lambda fn: setting("PREFLIGHT", False, fn)  # noqa: E731
+    library = lambda fn: setting("PURE_PYTHON", False, fn)  # noqa: E731
     # (label, data, save, load)
     cases = [
         ("save_weights / load_weights (.weights.h5)", "w",
@@ -130,6 +137,13 @@ def main():
          lambda: kgraph.models.load_model(p("m.h5"))),
         ("save / load_model (.keras)", "w+opt", lambda: model.save(p("m.keras")),
          lambda: kgraph.models.load_model(p("m.keras"))),
+        ("save_weights / load_weights (.weights.h5), HDF5 library", "w",
+         lambda: plain.save_weights(p("l.weights.h5")), library(lambda: plain.load_weights(p("l.weights.h5")))),
+        ("save / load_model (.keras, no optimizer), HDF5 library", "w",
+         lambda: model.save(p("l.keras"), include_optimizer=False),
+         library(lambda: kgraph.models.load_model(p("l.keras"), compile=False))),
+        ("save / load_model (.h5), HDF5 library", "w+opt", lambda: model.save(p("l.h5")),
+         library(lambda: kgraph.models.load_model(p("l.h5")))),
         ("save_weights / load_weights (.weights.h5), unchecked", "w",
          lambda: plain.save_weights(p("u.weights.h5")), unchecked(lambda: plain.load_weights(p("u.weights.h5")))),
         ("save / load_model (.h5), unchecked", "w+opt", lambda: model.save(p("u.h5")),
@@ -159,11 +173,11 @@ def main():
               f"read {rd * 1e3:.0f} ms")
     print(f"(h5py write without fsync {raw_w_nosync * 1e3:.0f} ms; numpy savez {np_w * 1e3:.0f} ms, "
           f"np.load {np_r * 1e3:.0f} ms)")
-    print(f"(first load_weights of the process: {first * 1e3:.0f} ms; a load checked by a forked child, "
-          f"as until the helper is ready: {forked * 1e3:.0f} ms)")
-    print(f"{'operation':54s} {'data':>6s} {'save ms':>8s} {'x raw':>6s} {'load ms':>8s} {'x raw':>6s}")
+    print(f"(first load_weights of the process: {first * 1e3:.0f} ms; a load through the HDF5 library "
+          f"checked by a forked child, as until the helper is ready: {forked * 1e3:.0f} ms)")
+    print(f"{'operation':58s} {'data':>6s} {'save ms':>8s} {'x raw':>6s} {'load ms':>8s} {'x raw':>6s}")
     for label, tag, w, wr, rd, rr in rows:
-        print(f"{label:54s} {tag:>6s} {w * 1e3:8.0f} {wr:6.2f} {rd * 1e3:8.0f} {rr:6.2f}")
+        print(f"{label:58s} {tag:>6s} {w * 1e3:8.0f} {wr:6.2f} {rd * 1e3:8.0f} {rr:6.2f}")
     for name in os.listdir(folder):
         os.unlink(os.path.join(folder, name))
     os.rmdir(folder)

@@ -1,8 +1,11 @@
-"""How a load reads: the check in another process lists where the datasets lie, and they
-are read ahead (h5files.Opening) while the file is still being walked and the model built;
-a `.keras` member's CRC-32 is computed from the same read; kgraph's archives are opened by
-the HDF5 library in place. Each path is checked both ways: it was taken, and the numbers
-are those of a plain h5py read."""
+"""How a load reads: where the datasets lie comes from a parse in this process (h5lite) or
+the check in another process, and they are read ahead (h5files.Opening) while the file is
+still being walked and the model built; a `.keras` member's CRC-32 is computed from the
+same read; kgraph's archives are opened by the HDF5 library in place. Each path is checked
+both ways: it was taken, and the numbers are those of a plain h5py read.
+
+These tests load through the HDF5 library (h5files.PURE_PYTHON off), the path of every
+file h5lite does not read completely; those marked `engine` run both ways."""
 from __future__ import annotations
 
 import os
@@ -19,7 +22,7 @@ import pytest
 
 import kgraph
 from kgraph import layers as L
-from kgraph.saving import SavingError, h5extents, h5files, h5probe, keras_zip, preflight
+from kgraph.saving import SavingError, h5lite, h5files, h5probe, keras_zip, preflight
 
 
 def _model(compiled=True):
@@ -40,18 +43,37 @@ def _everything(opening):
     return opening
 
 
+@pytest.fixture(autouse=True)
+def engine(request, monkeypatch):
+    """Whether files h5lite reads completely are loaded by it (param True) or, as here by
+    default, by the HDF5 library after the check."""
+    pure = getattr(request, "param", False)
+    monkeypatch.setattr(h5files, "PURE_PYTHON", pure)
+    return pure
+
+
+both_engines = pytest.mark.parametrize("engine", [False, True], ids=["library", "h5lite"], indirect=True)
+
+
 @pytest.fixture
 def taken(monkeypatch):
     """Names of the datasets whose data a load took from the read-ahead."""
     names = []
-    real = h5files.Opening.take
+    real, real_run = h5files.Opening.take, h5files.Opening._take_run
 
     def spy(self, obj, dtype):
         out = real(self, obj, dtype)
         if out is not None:
             names.append(obj.name)
         return out
+
+    def spy_run(self, name, offset, nbytes):
+        out = real_run(self, name, offset, nbytes)
+        if out is not None:
+            names.append(name)
+        return out
     monkeypatch.setattr(h5files.Opening, "take", spy)
+    monkeypatch.setattr(h5files.Opening, "_take_run", spy_run)
     return names
 
 
@@ -63,6 +85,7 @@ def _h5_arrays(path, offset=0, length=None):
     return out
 
 
+@both_engines
 @pytest.mark.parametrize("kind", ["weights.h5", "h5", "keras"])
 def test_every_weight_and_slot_comes_from_the_read_ahead(tmp_path, taken, kind):
     model = _model()
@@ -89,6 +112,7 @@ def test_every_weight_and_slot_comes_from_the_read_ahead(tmp_path, taken, kind):
         np.testing.assert_allclose(a, b, rtol=0, atol=1e-6)
 
 
+@both_engines
 def test_an_uncompiled_load_does_not_read_the_optimizer_state(tmp_path, taken):
     model = _model()
     model.save_weights(tmp_path / "m.weights.h5")
@@ -140,7 +164,7 @@ def test_read_ahead_checks_the_offset_this_process_sees(tmp_path, monkeypatch):
 @pytest.mark.parametrize("hints", [True, False], ids=["parsed-here", "listed-by-the-helper"])
 def test_a_refused_file_is_never_read_into_the_model(tmp_path, monkeypatch, hints):
     """The datasets' places are known before the walk refuses the file (here: a dataset kept
-    in an external file): from this process's parse (h5extents), else listed by the helper
+    in an external file): from this process's parse (h5lite), else listed by the helper
     first. They are read (while the walk goes on, or just after); the load fails and the
     model keeps its weights (the bytes read are never used)."""
     model = _model()
@@ -167,6 +191,10 @@ def test_a_refused_file_is_never_read_into_the_model(tmp_path, monkeypatch, hint
         try:
             return real_check(*args, on_extents=seen if on_extents else None, **kwargs)
         finally:
+            for _ in range(5000):  # (the verdict waits for the plan: else it can cancel it first)
+                if any(k == "read" for k, _ in events):
+                    break
+                time.sleep(0.001)
             events.append(("verdict", None))
 
     real_plan = h5files.Opening._plan
@@ -178,7 +206,7 @@ def test_a_refused_file_is_never_read_into_the_model(tmp_path, monkeypatch, hint
     monkeypatch.setattr(preflight, "check", spying_check)
     monkeypatch.setattr(h5files.Opening, "_plan", spying_plan)
     if not hints:
-        monkeypatch.setattr(h5extents, "extents", lambda *a, **k: None)
+        monkeypatch.setattr(h5lite, "parse", lambda *a, **k: None)
     with pytest.raises(SavingError, match="external files"):
         target.load_weights(path)
     kinds = [k for k, _ in events]
@@ -250,6 +278,7 @@ def test_natively_readable_only_where_hdf5_finds_that_image(tmp_path):
         np.testing.assert_array_equal(f["a"][()], np.arange(10.0))
 
 
+@both_engines
 @pytest.mark.parametrize("where", ["data", "metadata"])
 def test_damaged_member_is_reported_by_its_crc(tmp_path, where):
     """A flipped byte in a weight's data (which the walk cannot see) or in the HDF5
@@ -276,6 +305,7 @@ def test_damaged_member_is_reported_by_its_crc(tmp_path, where):
         np.testing.assert_array_equal(a, b)
 
 
+@both_engines
 def test_streamed_crc_equals_zlib_with_and_without_read_ahead(tmp_path, monkeypatch):
     import zlib
     model = _model()
@@ -298,6 +328,7 @@ def test_streamed_crc_equals_zlib_with_and_without_read_ahead(tmp_path, monkeypa
     assert opening.crc() == expected
 
 
+@both_engines
 def test_a_load_that_fails_early_stops_reading(tmp_path, monkeypatch):
     """config.json names a layer class nobody knows: the error comes from the build, while
     the check and read-ahead had started; both are cancelled, and the next load works."""
@@ -342,6 +373,9 @@ def test_helper_starts_with_the_import_unless_told_otherwise(setting, started):
 
 
 # -- what a hostile or odd file cannot make the read-ahead do --------------------------------
+
+
+@both_engines
 def test_read_ahead_reads_only_what_the_model_can_hold(tmp_path):
     """A 1 GiB dataset the model never asks for (a sparse file: nothing on disk), and a
     weight of a hostile size: neither is read ahead; the load reads only its weights."""
@@ -389,6 +423,7 @@ def test_integers_of_fewer_bits_are_converted_not_copied(tmp_path):
         np.testing.assert_array_equal(h5files.read_array(f["odd"]), [1, 2, 3, -1])
 
 
+@both_engines
 def test_loads_without_threads(tmp_path, monkeypatch):
     """Where no thread can start, a load checks and reads in the calling thread, and a
     .keras member's CRC-32 is still checked."""
@@ -405,6 +440,7 @@ def test_loads_without_threads(tmp_path, monkeypatch):
         kgraph.models.load_model(tmp_path / "bad.keras")
 
 
+@both_engines
 def test_a_failing_read_ahead_leaves_the_checks_in_step(tmp_path, monkeypatch):
     """The reader cannot start for one load: that load still works (h5py reads), and the
     helper's next answer is about the next file (here one it must refuse)."""
@@ -422,6 +458,7 @@ def test_a_failing_read_ahead_leaves_the_checks_in_step(tmp_path, monkeypatch):
         target.load_weights(tmp_path / "link.weights.h5")
 
 
+@both_engines
 def test_a_file_replaced_during_the_load_is_an_error(tmp_path):
     """The file is replaced (renamed over) after the check began: the load stops rather
     than mix the old file's data with the new file's."""
@@ -465,6 +502,7 @@ def test_a_load_whose_file_is_replaced_starts_again(tmp_path, monkeypatch, kind)
         np.testing.assert_array_equal(a, b)
 
 
+@both_engines
 def test_an_archive_replaced_before_its_bytes_are_read_starts_again(tmp_path, monkeypatch):
     """The archive is replaced after it was checked but before the reader opened it: the
     CRC-32 would be of the new file's bytes; the load starts again instead of calling the
@@ -562,6 +600,7 @@ def test_no_helper_in_multiprocessing_workers():
     assert out.stdout.strip() == "True True"
 
 
+@both_engines
 def test_model_file_read_ahead_before_the_model_is_known(tmp_path, monkeypatch, taken):
     """A legacy .h5 holds its model's config: its weights are read ahead from the start,
     within what the file holds on disk; a 1 GiB sparse dataset is not read, and a real
@@ -603,6 +642,7 @@ def test_model_file_read_ahead_before_the_model_is_known(tmp_path, monkeypatch, 
         np.testing.assert_array_equal(a, b)
 
 
+@both_engines
 def test_read_ahead_arrays_are_made_in_the_callers_thread(tmp_path, monkeypatch):
     """With the places parsed here, the arrays are made by select() in the loading thread
     (memory another thread allocates comes from another malloc arena, returned to the
@@ -624,6 +664,7 @@ def test_read_ahead_arrays_are_made_in_the_callers_thread(tmp_path, monkeypatch)
         np.testing.assert_array_equal(a, b)
 
 
+@both_engines
 def test_large_arrays_are_read_and_hashed_in_parts(tmp_path, monkeypatch, taken):
     """An array larger than a batch is read in parts that the hashing thread takes as they
     come: the values and the archive's CRC-32 come out the same, and a flipped byte deep in

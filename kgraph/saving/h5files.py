@@ -6,14 +6,16 @@ the target (the pattern of kgraph/saving_atomic.py), so a crash leaves the old f
 
 Reading: the HDF5 C library can crash the whole process on a damaged file (measured:
 random byte flips in a Keras .h5 gave segmentation faults and endless loops, all while
-reading attributes). So before the process parses a file, another process walks all of
-its metadata (kgraph/saving/preflight.py, kgraph/saving/h5probe.py); if that fails or
-dies, the file is reported as damaged with a SavingError instead of taking the process
-down. The process then reads the same bytes, which the walk has shown to be safe.
-Where the datasets' bytes lie comes from a small parse in this process (h5extents: pure
-Python, hints only) or else from the walk, so that they are read (plain reads) while the
-walk goes on: Opening. An HDF5 image can also be a byte range of a file (a `.keras`
-archive's stored member).
+reading attributes). A file in the classic format that h5py writes by default (Keras's
+and kgraph's files) is read without the library, by a pure-Python reader (h5lite), which
+cannot crash. Before the process parses any other file with the library, another process
+walks all of its metadata (kgraph/saving/preflight.py, kgraph/saving/h5probe.py); if that
+fails or dies, the file is reported as damaged with a SavingError instead of taking the
+process down. The process then reads the same bytes, which the walk has shown to be safe.
+Where the datasets' bytes lie comes from h5lite's parse (for other files: hints, checked
+against the library's view) or else from the walk, so that they are read (plain reads)
+while the model is built and the walk goes on: Opening. An HDF5 image can also be a byte
+range of a file (a `.keras` archive's stored member).
 """
 from __future__ import annotations
 
@@ -34,7 +36,7 @@ try:  # ISA-L's CRC-32 (carry-less multiply): 3.2 ms for 40 MB where zlib's take
 except ImportError:  # a platform without its wheels
     from zlib import crc32
 
-from kgraph.saving import h5extents, h5probe, preflight
+from kgraph.saving import h5lite, h5probe, preflight
 from kgraph.saving.errors import FileChanged, SavingError
 
 HDF5_MAGIC = h5probe.HDF5_MAGIC
@@ -47,6 +49,10 @@ READ_ERRORS = (OSError, KeyError, ValueError, TypeError, RuntimeError, OverflowE
 # helper is ready). A program that only reads files it wrote itself may set this to
 # False; damaged files can then crash the process inside the HDF5 library.
 PREFLIGHT = True
+# A file that h5lite reads completely (what h5py writes by default, as Keras and kgraph
+# do) is loaded without the HDF5 library, so without the check either: pure Python cannot
+# crash on a damaged file. False: every file is checked and read by the library.
+PURE_PYTHON = True
 CRC_PIECE = 4 << 20  # bytes hashed at a time by crc_range
 # Reading ahead (Opening): bytes and pieces per preadv; gaps between datasets up to
 # MERGE_GAP are read too (into scratch) so that one call covers both.
@@ -173,15 +179,19 @@ def _spawn(target, *args, name):
 
 
 class Opening:
-    """An untrusted HDF5 image on its way to being opened. From construction, a background
-    thread has it checked in another process (preflight). With `read_ahead`, where the
-    plain datasets lie comes from a parse in this process (h5extents: hints, no HDF5
-    library), else from the walk, which lists them first; a reader thread reads those the
-    caller's Selection (`select()`) accepts, in batches of one preadv each, into fresh
-    arrays, while the walk goes on and the caller builds the model.
-    `open()` waits for the verdict only; `read_array` inside it takes a read-ahead array
-    when this process's HDF5 says the same about the dataset (else h5py reads it). Bytes
-    read before the verdict are never used when the verdict is bad.
+    """An untrusted HDF5 image on its way to being opened. With `read_ahead`, it is parsed
+    at construction by h5lite; when that parse is complete (PURE_PYTHON), `open()` gives
+    h5lite's File, and nothing else is checked. Else, from construction, a background
+    thread has it checked in another process (preflight), and `open()` gives the h5py
+    file once the verdict is in.
+
+    Where the plain datasets lie comes from the parse (for the library: hints), else from
+    the walk, which lists them first; a reader thread reads those the caller's Selection
+    (`select()`) accepts, in batches of one preadv each, into fresh arrays, while the walk
+    goes on and the caller builds the model. `read_array` inside `open()` takes a
+    read-ahead array: for h5py, when this process's HDF5 says the same about the dataset
+    (else h5py reads it). Bytes read before the verdict are never used when the verdict
+    is bad.
 
     With `checksum`, the reader also reads the rest of the image, in order, and a hashing
     thread computes its CRC-32 as the pieces arrive (a `.keras` member's check, without a
@@ -198,15 +208,20 @@ class Opening:
         if os.path.isdir(image.path):
             raise SavingError(display, "is a folder, not a file")
         self._read_ahead = read_ahead and PREFLIGHT  # (unchecked: h5py reads everything)
-        hints = None
+        hints = parsed = None
         with reading(display, "open the file"):
             with open(image.path, "rb") as fh:  # (fstat, as the walk and the open report theirs)
                 fh.seek(image.offset)
                 head = fh.read(8)
                 st = os.fstat(fh.fileno())
                 if self._read_ahead and head == HDF5_MAGIC:
-                    hints = h5extents.extents(fh.fileno(), image.offset, image.length)
+                    parsed = h5lite.parse(fh.fileno(), image.offset, image.length)
+                    hints = None if parsed is None else parsed.runs
             self._identity = list(identity) if identity is not None else h5probe.identity(st)
+        # the file parsed here is the one the caller named (else the library's check
+        # reports the change)
+        self._lite = (parsed if PURE_PYTHON and parsed is not None and parsed.complete
+                      and h5probe.identity(st) == self._identity else None)
         if head != HDF5_MAGIC:
             raise SavingError(display, "not an HDF5 file (wrong signature"
                                        f"{', empty file' if not head else ''})")
@@ -241,7 +256,11 @@ class Opening:
                     self._start_reader(hints)  # reads at once, while the check runs
                 if self._reader is None:  # (it could not start)
                     self._hints = None
-            if _spawn(self._run, name="kgraph-h5-open") is None:
+            if self._lite is not None:  # nothing to check: h5lite serves the file
+                if self._reader is None:
+                    self._planned.set()  # (nothing read ahead: h5lite reads it all)
+                self._checked.set()
+            elif _spawn(self._run, name="kgraph-h5-open") is None:
                 self._inline = True  # no thread: open() checks (h5py reads what was not read)
         else:
             self._planned.set()
@@ -488,11 +507,25 @@ class Opening:
         if (run is None or self._base + run[0] != entry[1] or run[1] != entry[2]
                 or run[1] != obj.size * dtype.itemsize):
             return None
+        buf = self._wait_for(obj.name, entry)
+        return None if buf is None else buf.view(dtype).reshape(obj.shape)
+
+    def _take_run(self, name, offset, nbytes):
+        """The read-ahead bytes of h5lite's dataset `name` at [offset, offset + nbytes) of
+        the file (a uint8 array), or None."""
+        if self._selection is None:
+            return None
+        self._planned.wait()
+        entry = self._index.get(name)
+        if entry is None or entry[1] != offset or entry[2] != nbytes:
+            return None
+        return self._wait_for(name, entry)
+
+    def _wait_for(self, name, entry):
         with self._cond:
             while self._done <= entry[0]:
                 self._cond.wait()
-            buf = self._arrays.pop(obj.name, None)
-        return None if buf is None else buf.view(dtype).reshape(obj.shape)
+            return self._arrays.pop(name, None)
 
     def cancel(self):
         """Stops the reading ahead and drops what it read (the check, if still running,
@@ -518,6 +551,10 @@ class Opening:
             self._checked.wait()
             if self._error is not None:
                 raise self._error
+            if self._lite is not None:
+                with self._lite_file() as f:
+                    yield f
+                return
             with contextlib.ExitStack() as stack:
                 with reading(self.display, "open the HDF5 file"):
                     f, self._base, opened = stack.enter_context(h5probe.open_hdf5(
@@ -529,13 +566,31 @@ class Opening:
                     yield f
                 finally:
                     _OPENING.reset(token)
-                    self._selected.set()  # (none given: nothing more is read ahead)
-                    with self._cond:
-                        self._arrays.clear()  # (read ahead but not asked for)
-                        self._runs = [] if self._runs is not None else None
+                    self._drop()
         except BaseException:
             self.cancel()
             raise
+
+    def _drop(self):
+        self._selected.set()  # (none given: nothing more is read ahead)
+        with self._cond:
+            self._arrays.clear()  # (read ahead but not asked for)
+            self._runs = [] if self._runs is not None else None
+
+    @contextlib.contextmanager
+    def _lite_file(self):
+        """h5lite's File of the image, served from a descriptor of the file parsed."""
+        with reading(self.display, "open the HDF5 file"):
+            fd = os.open(self.image.path, os.O_RDONLY | getattr(os, "O_BINARY", 0))
+        try:
+            with reading(self.display, "open the HDF5 file"):
+                opened = h5probe.identity(os.fstat(fd))
+            if opened != self._identity or self._changed:
+                raise FileChanged(self.display)
+            yield h5lite.File(self._lite, fd, self._take_run)
+        finally:
+            os.close(fd)
+            self._drop()
 
 
 def crc_range(fd, offset, length, value=0):
@@ -617,12 +672,31 @@ def list_attr(obj, name, display) -> list[str]:
     return out
 
 
+def is_group(obj):
+    """Whether `obj` is a group (of h5py or h5lite)."""
+    return isinstance(obj, (h5py.Group, h5lite.Group))
+
+
+def is_dataset(obj):
+    return isinstance(obj, (h5py.Dataset, h5lite.Dataset))
+
+
+def link_paths(root):
+    """Every link below the group `root` (bytes paths, depth first in name order): h5py's
+    low-level visit, which makes no object per node (the high-level visititems does)."""
+    if isinstance(root, h5lite.Group):
+        return root.link_paths()
+    names = []
+    root.id.links.visit(names.append)
+    return names
+
+
 def group(parent, name, display):
     """A subgroup that must exist and be a group."""
     obj = parent.get(name)
     if obj is None:
         raise SavingError(display, f"missing the group '{parent.name.rstrip('/')}/{name}'")
-    if not isinstance(obj, h5py.Group):
+    if not is_group(obj):
         raise SavingError(display, f"'{obj.name}' should be a group, found a dataset")
     return obj
 
@@ -635,11 +709,12 @@ def dataset_obj(parent, name, display, shape=None):
     obj = parent.get(name)
     if obj is None:
         raise SavingError(display, f"missing the dataset '{parent.name.rstrip('/')}/{name}'")
-    if not isinstance(obj, h5py.Dataset):
+    if not is_dataset(obj):
         raise SavingError(display, f"'{obj.name}' should be a dataset, found a group")
     if obj.dtype.kind not in "fiub":
         raise SavingError(display, f"dataset '{obj.name}' has non-numeric type {obj.dtype}")
-    why = h5probe.refused(obj)
+    # (h5lite reads plain datasets of the file itself only)
+    why = None if isinstance(obj, h5lite.Dataset) else h5probe.refused(obj)
     if why:
         raise SavingError(display, f"refused: {why}")
     if shape is not None and tuple(obj.shape) != tuple(shape):
@@ -651,6 +726,8 @@ def dataset_obj(parent, name, display, shape=None):
 def read_array(obj, dtype=None):
     """A dataset's data in a new C-ordered array of `dtype` (default: the file's), read
     straight into it (HDF5 converts the type on the way)."""
+    if isinstance(obj, h5lite.Dataset):
+        return obj.read(dtype)
     dtype = np.dtype(dtype or obj.dtype)
     opening = _OPENING.get()
     if opening is not None and opening[0] == obj.id.fileno:

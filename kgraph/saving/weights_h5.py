@@ -12,8 +12,6 @@ from __future__ import annotations
 
 import warnings
 
-import h5py
-
 from kgraph.saving import h5files, layout, optimizer_state
 from kgraph.saving.errors import SavingError
 
@@ -37,20 +35,15 @@ def write(f, model, values: dict, optimizer=None):
 
 # -- reading ----------------------------------------------------------------------------
 def _vars_groups(root, display):
-    """{path: group} for every `vars` group (to any depth). (The links are listed with
-    h5py's low-level visit: the high-level visititems makes an object of every node.)"""
-    names = []
-
-    def visit(name):
-        if name == b"vars" or name.endswith(b"/vars"):
-            names.append(name.decode("utf8", "surrogateescape"))
-    root.id.links.visit(visit)
+    """{path: group} for every `vars` group (to any depth)."""
+    names = [name.decode("utf8", "surrogateescape") for name in h5files.link_paths(root)
+             if name == b"vars" or name.endswith(b"/vars")]
     found = {}
     for name in names:
         obj = root.get(name)
         if obj is None:  # a soft link to nowhere
             continue
-        if not isinstance(obj, h5py.Group):
+        if not h5files.is_group(obj):
             raise SavingError(display, f"'{obj.name}' should be a group, found a dataset")
         found[name[:-len("/vars")] if name != "vars" else ""] = obj
     return found

@@ -1,7 +1,9 @@
-"""kgraph/saving/h5extents.py: the in-process parse of where datasets lie. It must agree
+"""kgraph/saving/h5lite.py: the pure-Python reader of classic-format HDF5. It must agree
 with the HDF5 library (run in-process here on valid files only) on every file Keras,
-tf.keras and kgraph write, say None for what it does not read, and never raise or loop
-on damaged input."""
+tf.keras and kgraph write (where datasets lie, and everything a load reads: links, names,
+attributes with their types, data), leave incomplete or say None for what it does not
+read, never raise or loop on damaged input, and, for a file it reads completely, let a
+load go without the library and its check."""
 from __future__ import annotations
 
 import glob
@@ -17,7 +19,7 @@ import pytest
 
 import kgraph
 from kgraph import layers as L
-from kgraph.saving import h5extents, h5files, h5probe, keras_zip
+from kgraph.saving import h5files, h5lite, h5probe, keras_zip, preflight
 
 FIXTURES = os.path.join(os.path.dirname(__file__), "fixtures")
 
@@ -25,7 +27,7 @@ FIXTURES = os.path.join(os.path.dirname(__file__), "fixtures")
 def _parse(path, offset=0, length=None):
     fd = os.open(path, os.O_RDONLY)
     try:
-        return h5extents.extents(fd, offset, length)
+        return h5lite.extents(fd, offset, length)
     finally:
         os.close(fd)
 
@@ -165,9 +167,14 @@ def test_wrong_hints_are_never_used(tmp_path, monkeypatch):
     read, not a wrong weight: the library's offsets after the check decide."""
     model = _model()
     model.save_weights(tmp_path / "m.weights.h5")
-    real = h5extents.extents
-    monkeypatch.setattr(h5extents, "extents",
-                        lambda fd, offset=0, length=None: [[n, o + 4, s] for n, o, s in real(fd, offset, length)])
+    real = h5lite.parse
+
+    def shifted(fd, offset=0, length=None):
+        parsed = real(fd, offset, length)
+        parsed.runs = [[n, o + 4, s] for n, o, s in parsed.runs]
+        return parsed
+    monkeypatch.setattr(h5lite, "parse", shifted)
+    monkeypatch.setattr(h5files, "PURE_PYTHON", False)  # (hints for the library's read)
     taken = []
     real_take = h5files.Opening.take
 
@@ -259,13 +266,20 @@ def test_a_name_listed_twice_is_refused_and_never_read_ahead(tmp_path, monkeypat
     path = tmp_path / "m.weights.h5"
     model.save_weights(path)
     fd = os.open(path, os.O_RDONLY)
-    listed = h5extents.extents(fd)
+    listed = h5lite.extents(fd)
     os.close(fd)
     kernel = next(r for r in listed if r[0] == "/layers/dense/vars/0")
     bias = next(r for r in listed if r[0] == "/layers/dense/vars/1")
     decoy = [kernel[0], bias[1], bias[2]]  # the kernel's name on the bias's bytes
+    real = h5lite.parse
+
+    def with_decoy(fd, offset=0, length=None):
+        parsed = real(fd, offset, length)
+        parsed.runs = [decoy] + parsed.runs
+        return parsed
     with monkeypatch.context() as mp:
-        mp.setattr(h5extents, "extents", lambda *a, **k: [decoy] + listed)
+        mp.setattr(h5lite, "parse", with_decoy)
+        mp.setattr(h5files, "PURE_PYTHON", False)  # (hints for the library's read)
         loaded = kgraph.Model(inp, L.Dense(3)(L.Dense(5)(inp)))
         loaded.load_weights(path)
     for a, b in zip(model.get_weights(), loaded.get_weights()):
@@ -285,3 +299,189 @@ def test_a_name_listed_twice_is_refused_and_never_read_ahead(tmp_path, monkeypat
         names = list(f[h5py.h5i.get_name(h5py.h5o.open(f.id, b"/layers/dense/vars")).decode()]) \
             if "layers/dense/vars" in f else []
     assert _parse(str(tmp_path / "dup.h5")) is None
+
+
+# -- the reader: everything a load reads, as h5py gives it ------------------------------
+def _same(a, b):
+    if isinstance(a, np.ndarray) or isinstance(b, np.ndarray):
+        a, b = np.asarray(a), np.asarray(b)
+        return a.shape == b.shape and a.dtype == b.dtype and bool((a == b).all())
+    return type(a) is type(b) and a == b
+
+
+def _compare(path, offset=0, length=None):
+    """Walks h5py's and h5lite's view of one file side by side."""
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        parsed = h5lite.parse(fd, offset, length)
+        assert parsed is not None and parsed.complete, None if parsed is None else parsed.why
+        lite = h5lite.File(parsed, fd)
+        with h5probe.open_hdf5(path, offset, length) as (f, _, _):
+            assert h5files.link_paths(f) == h5files.link_paths(lite)
+            count = 0
+
+            def walk(h, li):
+                nonlocal count
+                count += 1
+                assert h.name == li.name
+                assert sorted(h.attrs) == sorted(li.attrs)
+                for k in h.attrs:
+                    assert _same(h.attrs[k], li.attrs[k]), (h.name, k)
+                if isinstance(h, h5py.Group):
+                    assert h5files.is_group(li) and list(h.keys()) == list(li.keys())
+                    for k in h.keys():
+                        walk(h[k], li[k])
+                else:
+                    assert h5files.is_dataset(li) and (h.shape, h.dtype) == (li.shape, li.dtype)
+                    for dtype in (None, "float32", "float64"):
+                        expected = h[()] if dtype is None else h.astype(dtype)[()]
+                        got = h5files.read_array(li, dtype)
+                        assert got.dtype == expected.dtype and got.flags.c_contiguous
+                        np.testing.assert_array_equal(got, expected)
+            walk(f, lite)
+            return count
+    finally:
+        os.close(fd)
+
+
+@pytest.mark.parametrize("path", _fixture_files(), ids=os.path.basename)
+def test_reads_keras_and_tf_keras_files_as_the_library_does(path):
+    assert _compare(path, *_image(path)) > 3
+
+
+@pytest.mark.parametrize("name", ["m.weights.h5", "m.h5", "m.keras"])
+def test_reads_kgraph_files_as_the_library_does(tmp_path, name):
+    model = _model()
+    path = str(tmp_path / name)
+    (model.save_weights if name.endswith(".weights.h5") else model.save)(path)
+    assert _compare(path, *_image(path)) > 3
+
+
+def test_types_and_layouts_it_reads_and_those_it_leaves_to_the_library(tmp_path):
+    """Read here: integers and IEEE floats of either byte order, fixed and variable-length
+    strings (scalars and arrays), empty arrays, hard links, a user block. Left to the
+    library (incomplete, with the reason): chunked and compressed data, enums (bool),
+    compound types, soft links, null attributes."""
+    path = str(tmp_path / "ok.h5")
+    with h5py.File(path, "w", userblock_size=1024) as f:
+        for dt in ("<i1", ">i2", "<u4", ">i8", "<f2", ">f4", ">f8"):
+            f[f"n{dt[1:]}{dt[0] == '>'}"] = np.arange(-3, 9).astype(dt).reshape(3, 4)
+        g = f.create_group("g")
+        g.attrs["text"] = "h\u00e9llo"
+        g.attrs["texts"] = ["a", "bc", ""]
+        g.attrs["fixed"] = np.array([b"ab", b"c"], "S3")
+        g.attrs["one"] = np.bytes_(b"xyz")
+        g.attrs["num"] = np.float64(2.5)
+        g.attrs["nums"] = np.arange(4, dtype=">i4")
+        g.attrs["empty"] = np.array([], np.float64)
+        g["scalar"] = np.float32(7)
+        f["alias"] = f["nf2False"]  # (a second hard link)
+        f.create_dataset("none", shape=(0, 3), dtype="f4")
+    assert _compare(path) > 10
+    for label, make in [
+        ("chunked", lambda f: f.create_dataset("x", data=np.ones(8, "f4"), chunks=(4,))),
+        ("compressed", lambda f: f.create_dataset("x", data=np.ones(8, "f4"), compression="gzip")),
+        ("bool", lambda f: f.create_dataset("x", data=np.ones(8, bool))),
+        ("compound", lambda f: f.attrs.__setitem__("x", np.zeros(2, [("a", "f4"), ("b", "i4")]))),
+        ("soft link", lambda f: f.__setitem__("x", h5py.SoftLink("/nowhere"))),
+        ("null attribute", lambda f: f.attrs.__setitem__("x", h5py.Empty("f4"))),
+        ("unwritten", lambda f: f.create_dataset("x", shape=(4,), dtype="f4")),
+    ]:
+        other = str(tmp_path / "other.h5")
+        with h5py.File(other, "w") as f:
+            f["plain"] = np.ones(3, "f4")
+            make(f)
+        fd = os.open(other, os.O_RDONLY)
+        try:
+            parsed = h5lite.parse(fd)
+        finally:
+            os.close(fd)
+        assert parsed is not None and not parsed.complete and parsed.why, label
+        assert "/plain" in [r[0] for r in parsed.runs]  # (still a hint for the library's read)
+
+
+@pytest.mark.parametrize("kind", ["weights.h5", "h5", "keras"])
+def test_a_file_read_completely_is_loaded_without_the_library(tmp_path, monkeypatch, kind):
+    """Neither the check nor h5py is used, every dataset comes from the read-ahead, and the
+    numbers are those of the library's path."""
+    model = _model()
+    path = tmp_path / f"m.{kind}"
+    (model.save_weights if kind == "weights.h5" else model.save)(path)
+
+    def load():
+        if kind == "weights.h5":
+            out = _model()
+            out.load_weights(path)
+            return out
+        return kgraph.models.load_model(path)
+    monkeypatch.setattr(h5files, "PURE_PYTHON", False)
+    reference = load()
+    monkeypatch.setattr(h5files, "PURE_PYTHON", True)
+    taken = []
+    real_take = h5files.Opening._take_run
+
+    def spy(self, name, offset, nbytes):
+        out = real_take(self, name, offset, nbytes)
+        taken.append(out is not None)
+        return out
+
+    def no(*args, **kwargs):
+        raise AssertionError("the HDF5 library was used")
+    monkeypatch.setattr(h5files.Opening, "_take_run", spy)
+    monkeypatch.setattr(preflight, "check", no)
+    monkeypatch.setattr(h5probe, "open_hdf5", no)
+    loaded = load()
+    assert taken and all(taken)
+    for a, b in zip(reference.get_weights(), loaded.get_weights()):
+        np.testing.assert_array_equal(a, b)
+    assert len(loaded.get_weights()) == len(model.get_weights())
+    for a, b in zip(model.get_weights(), loaded.get_weights()):
+        np.testing.assert_array_equal(a, b)
+    if kind != "weights.h5":  # the optimizer state too: training goes on alike
+        x, y = np.ones((4, 6), "f4"), np.ones((4, 2), "f4")
+        reference.fit(x, y, verbose=0)
+        loaded.fit(x, y, verbose=0)
+        for a, b in zip(reference.get_weights(), loaded.get_weights()):
+            np.testing.assert_array_equal(a, b)
+
+
+def test_damaged_files_read_completely_never_raise_in_the_reader(tmp_path):
+    """Byte flips of a legacy .h5 (attributes in the global heap, nested groups): a parse
+    that says complete gives a reader whose every call (links, attributes, data) works;
+    the values may be wrong (the format has no checksums: the library reads such flips
+    alike), never out of the file's bounds."""
+    model = _model()
+    src_path = tmp_path / "m.h5"
+    model.save(src_path)
+    src = src_path.read_bytes()
+    rng = random.Random(1)
+    path = tmp_path / "f.h5"
+    complete = 0
+    for i in range(300):
+        data = bytearray(src)
+        for _ in range(rng.randrange(1, 6)):
+            data[rng.randrange(min(len(data), 8192))] = rng.randrange(256)
+        path.write_bytes(bytes(data))
+        fd = os.open(path, os.O_RDONLY)
+        try:
+            t = time.perf_counter()
+            parsed = h5lite.parse(fd)
+            assert time.perf_counter() - t < 1.0
+            if parsed is None or not parsed.complete:
+                continue
+            complete += 1
+            f = h5lite.File(parsed, fd)
+
+            def walk(g):
+                dict(g.attrs)
+                for k in g.keys():
+                    obj = g[k]
+                    if h5files.is_group(obj):
+                        if obj.name.count("/") < 8:
+                            walk(obj)
+                    else:
+                        assert h5files.read_array(obj).nbytes == obj.nbytes <= len(data)
+            walk(f)
+        finally:
+            os.close(fd)
+    assert 0 < complete < 300
