@@ -318,7 +318,7 @@ def _compare(path, offset=0, length=None):
         lite = h5lite.File(parsed, fd)
         with h5probe.open_hdf5(path, offset, length) as (f, _, _):
             assert h5files.link_paths(f) == h5files.link_paths(lite)
-            count = 0
+            count, entered = 0, set()
 
             def walk(h, li):
                 nonlocal count
@@ -329,8 +329,10 @@ def _compare(path, offset=0, length=None):
                     assert _same(h.attrs[k], li.attrs[k]), (h.name, k)
                 if isinstance(h, h5py.Group):
                     assert h5files.is_group(li) and list(h.keys()) == list(li.keys())
-                    for k in h.keys():
-                        walk(h[k], li[k])
+                    if id(li._node) not in entered:  # (each group once: links may loop)
+                        entered.add(id(li._node))
+                        for k in h.keys():
+                            walk(h[k], li[k])
                 else:
                     assert h5files.is_dataset(li) and (h.shape, h.dtype) == (li.shape, li.dtype)
                     for dtype in (None, "float32", "float64"):
@@ -485,3 +487,190 @@ def test_damaged_files_read_completely_never_raise_in_the_reader(tmp_path):
         finally:
             os.close(fd)
     assert 0 < complete < 300
+
+
+# -- hostile structures that parse: bounded, and read as the library reads them --------
+def _message_positions(data, header):
+    """[(file position, type, length)] of a version 1 object header's messages."""
+    count, size = struct.unpack_from("<H", data, header + 2)[0], struct.unpack_from("<I", data, header + 8)[0]
+    blocks, out = [(header + 16, size)], []
+    while blocks:
+        start, n = blocks.pop(0)
+        pos = start
+        while pos + 8 <= start + n and len(out) < count:
+            kind, length = struct.unpack_from("<HH", data, pos)
+            out.append((pos, kind, length))
+            if kind == 0x10:
+                blocks.append(struct.unpack_from("<QQ", data, pos + 8))
+            pos += 8 + length
+    return out
+
+
+def _root_header(data):
+    return struct.unpack_from("<QQ", data, 56)[1]
+
+
+def test_strings_pointing_at_one_heap_object_are_decoded_once(tmp_path):
+    """4000 elements of a string attribute all pointing at one 256 KiB string (a 0.4 MB
+    file): one string is held, not 4000 copies (1 GB), and the values are the library's."""
+    import tracemalloc
+    path = tmp_path / "many.h5"
+    with h5py.File(path, "w") as f:
+        f.attrs["big"] = "a" * (256 << 10)
+        f.attrs["many"] = np.array(["x"] * 4000, dtype=h5py.string_dtype())
+        f["w"] = np.ones(2, "f4")
+    data = bytearray(path.read_bytes())
+
+    def pointers(length):
+        at, out = 0, []
+        while (at := data.find(struct.pack("<I", length), at)) >= 0:
+            addr = struct.unpack_from("<Q", data, at + 4)[0]
+            if data[addr:addr + 4] == b"GCOL":
+                out.append(at)
+            at += 1
+        return out
+    big, = pointers(256 << 10)
+    small = pointers(1)
+    assert len(small) == 4000
+    for at in small:
+        data[at:at + 16] = data[big:big + 16]
+    path.write_bytes(bytes(data))
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        tracemalloc.start()
+        parsed = h5lite.parse(fd)
+        peak = tracemalloc.get_traced_memory()[1]
+        tracemalloc.stop()
+        assert parsed is not None and parsed.complete
+        assert peak < 8 * len(data)
+        values = h5lite.File(parsed, fd).attrs["many"]
+        assert len({id(v) for v in values}) == 1
+    finally:
+        os.close(fd)
+    assert _compare(str(path)) == 2
+
+
+def test_links_back_to_a_group_and_link_paths_bounds(tmp_path, monkeypatch):
+    """A group linked into itself and a link back to the root are listed as the library
+    lists them (each group entered once, the root included); listing more than
+    MAX_LISTED bytes of paths is an error, not a memory bomb."""
+    path = str(tmp_path / "cycles.h5")
+    with h5py.File(path, "w") as f:
+        g = f.create_group("g")
+        g["self"] = g
+        g["up"] = f["/"]
+        g["d"] = np.arange(2.0)
+    assert _compare(path) == 5  # /, g, g/d, and g/self, g/up not entered again
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        lite = h5lite.File(h5lite.parse(fd), fd)
+        assert lite["g/up/g/d"].name == "/g/up/g/d"
+        monkeypatch.setattr(h5lite, "MAX_LISTED", 10)
+        with pytest.raises(ValueError, match="bytes of link names"):
+            lite.link_paths()
+    finally:
+        os.close(fd)
+
+
+def test_names_are_bounded_along_the_path_the_library_visits(tmp_path):
+    """A root whose two entries are stored out of name order: walked in stored order, every
+    group is near the root; walked in name order (as the library visits, and link_paths
+    lists), the groups form a chain of 4000-byte names. The parse goes in name order, so
+    its bound on path length holds for what is listed: None (the library's way)."""
+    path = tmp_path / "chain.h5"
+    name = "A" * 4000
+    with h5py.File(path, "w") as f:
+        hub = f.create_group("h")
+        chain = [hub.create_group(f"{3 - i:02d}") for i in range(3)]
+        for a, b in zip(chain, chain[1:]):
+            a[name] = b
+        f[name] = chain[0]
+    data = bytearray(path.read_bytes())
+    btree = struct.unpack_from("<QQ", data, 56 + 24)[0]  # the root entry's cached B-tree
+    snod = struct.unpack_from("<Q", data, btree + 32)[0]
+    assert data[snod:snod + 4] == b"SNOD" and struct.unpack_from("<H", data, snod + 6)[0] == 2
+    data[snod + 8:snod + 88] = data[snod + 48:snod + 88] + data[snod + 8:snod + 48]
+    path.write_bytes(bytes(data))
+    assert _parse(str(path)) is None
+
+
+def test_malformed_attributes_leave_the_parse_incomplete(tmp_path):
+    """An attribute message with no body, and an empty string attribute of a 2 GiB string
+    type: incomplete (the library decides), never an exception out of parse."""
+    path = tmp_path / "a.h5"
+    with h5py.File(path, "w") as f:
+        f.attrs["a"] = np.float64(1.0)
+        f["x"] = np.arange(3.0)
+    data = bytearray(path.read_bytes())
+    header = _root_header(data)
+    pos, _, length = next(m for m in _message_positions(data, header) if m[1] == 0x0C)
+    struct.pack_into("<HHB3x", data, pos, 0x0C, 0, 0)
+    struct.pack_into("<HHB3x", data, pos + 8, 0x00, length - 8, 0)
+    struct.pack_into("<H", data, header + 2, struct.unpack_from("<H", data, header + 2)[0] + 1)
+    path.write_bytes(bytes(data))
+    huge = tmp_path / "s.h5"
+    with h5py.File(huge, "w") as f:
+        f.attrs["s"] = np.zeros((0,), "S5")
+        f["x"] = np.arange(3.0)
+    data = bytearray(huge.read_bytes())
+    at = data.find(b"\x13\x01\x00\x00\x05\x00\x00\x00")
+    struct.pack_into("<I", data, at + 4, 1 << 31)
+    huge.write_bytes(bytes(data))
+    for p in (path, huge):
+        fd = os.open(p, os.O_RDONLY)
+        try:
+            parsed = h5lite.parse(fd)
+        finally:
+            os.close(fd)
+        assert parsed is not None and not parsed.complete and "attribute" in parsed.why
+
+
+def test_a_version_1_superblock(tmp_path):
+    """Superblock version 1 (HDF5 writes it for a non-default indexed-storage K): its root
+    entry ends at byte 100. Made here from a version 0 file, the root header moved to the
+    end to make room."""
+    v0 = tmp_path / "v0.h5"
+    with h5py.File(v0, "w") as f:
+        f["x"] = np.arange(3.0)
+        f.attrs["t"] = "text"
+    data = bytearray(v0.read_bytes())
+    base, free, _, driver = struct.unpack_from("<QQQQ", data, 24)
+    name_at, header, cache, scratch = struct.unpack_from("<QQI4x16s", data, 56)
+    size = struct.unpack_from("<I", data, header + 8)[0]
+    moved = len(data) + (-len(data)) % 8
+    data += bytes(moved - len(data)) + data[header:header + 16 + size]
+    sb = data[:24]
+    sb[8] = 1
+    sb += struct.pack("<HHQQQQ", 64, 0, base, free, len(data), driver)
+    sb += struct.pack("<QQI4x16s", name_at, moved, cache, scratch)
+    data[:100] = sb
+    v1 = tmp_path / "v1.h5"
+    v1.write_bytes(bytes(data))
+    assert _compare(str(v1)) == 2
+
+
+def test_conversions_are_the_librarys_or_refused(tmp_path):
+    """Integers to narrower integers saturate (as the library converts); floats to
+    integers, where the library's NaN depends on the width, are refused here; null-padded
+    strings are kept whole, null-terminated ones end at the first NUL; attributes are
+    listed by name."""
+    path = str(tmp_path / "c.h5")
+    with h5py.File(path, "w") as f:
+        f["i"] = np.array([2 ** 40, -1, -2 ** 40, 255, 256], "i8")
+        f["f"] = np.array([1.5, np.nan], "f8")
+        f.attrs["b"] = np.array([b"ab\x00cd"], "S6")  # (h5py writes null-padded)
+        f.attrs["a"] = 1
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        lite = h5lite.File(h5lite.parse(fd), fd)
+        with h5py.File(path, "r") as f:
+            for dtype in ("i4", "u4", "i1", "u1", "f4"):
+                expected = np.empty(5, dtype)
+                f["i"].read_direct(expected)
+                np.testing.assert_array_equal(h5files.read_array(lite["i"], dtype), expected)
+            assert list(lite.attrs) == list(f.attrs) == ["a", "b"]
+            assert _same(lite.attrs["b"], f.attrs["b"]) and lite.attrs["b"][0] == b"ab\x00cd"
+        with pytest.raises(ValueError, match="not read as int32"):
+            h5files.read_array(lite["f"], "i4")
+    finally:
+        os.close(fd)

@@ -36,6 +36,7 @@ MAX_HEAP = 64 << 20    # bytes of one global heap collection (a long model confi
 MAX_BLOCKS = 64        # continuation blocks of one object header
 MAX_NAME = 4096        # bytes of one link name
 MAX_NAMES = 4 << 20    # bytes of all dataset paths listed
+MAX_LISTED = 64 << 20  # bytes of all link paths File.link_paths lists
 MAX_RANK = 32          # dimensions of a dataspace (HDF5's own limit)
 # All reads together: at most this many, and no more bytes than twice the image plus
 # MAX_BLOCK (a valid file's metadata is read once; a hostile one cannot make it loop).
@@ -91,10 +92,10 @@ def _superblock(img):
     """(root object header address) after finding the superblock and setting img.base."""
     for i in range(USERBLOCKS):
         at = 0 if i == 0 else 512 << (i - 1)
-        if at + 96 > img.length:
+        if at + 100 > img.length:
             break
         img.base = 0
-        sb = img.read(at, 96)
+        sb = img.read(at, 100)  # (the root's entry ends at 96 in version 0, at 100 in version 1)
         if sb[:8] != b"\x89HDF\r\n\x1a\n":
             continue
         version = sb[8]
@@ -154,8 +155,8 @@ _STRING, _VLEN_STRING = "string", "vlen string"
 
 
 def _datatype(b):
-    """(what, bytes used): `what` is a numpy dtype (numbers), (_STRING, size) or
-    (_VLEN_STRING, utf8)."""
+    """(what, bytes used): `what` is a numpy dtype (numbers), (_STRING, size,
+    null-terminated) or (_VLEN_STRING, utf8)."""
     if len(b) < 8:
         raise Unsupported("a short datatype")
     cls, version = b[0] & 0x0F, b[0] >> 4
@@ -177,9 +178,9 @@ def _datatype(b):
             raise Unsupported("a float type that is not IEEE")
         return np.dtype(f"{order}f{size}"), 20
     if cls == 3:  # fixed-length string: null-terminated or null-padded, ASCII or UTF-8
-        if bits & ~0x1F or bits & 0xF > 1 or size == 0:
+        if bits & ~0x1F or bits & 0xF > 1 or not 0 < size <= MAX_BLOCK:
             raise Unsupported("a string type other than null-terminated or null-padded")
-        return (_STRING, size), 8
+        return (_STRING, size, bits & 0xF == 0), 8
     if cls == 9 and bits & 0xF == 1:  # variable-length string
         if bits & ~0x1FF or (bits >> 8) > 1:
             raise Unsupported("a variable-length string in another character set")
@@ -210,6 +211,11 @@ def _dataspace(b):
     return struct.unpack_from(f"<{rank}Q", b, at)
 
 
+def _key(name):
+    """The order of names in a group (the library's: by their bytes)."""
+    return name.encode("utf8", "surrogateescape")
+
+
 def _count(shape):
     n = 1
     for d in shape:
@@ -225,7 +231,27 @@ class _Heaps:
     """Objects of global heap collections (what variable-length strings point to)."""
 
     def __init__(self, img):
-        self.img, self.collections = img, {}
+        self.img, self.collections, self.texts = img, {}, {}
+
+    def text(self, length, addr, index):
+        """A variable-length string (decoded once per heap object: a string many elements
+        point at is held once, and counted against the parse's budget once)."""
+        if not length:
+            return ""
+        key = (length, addr, index)
+        text = self.texts.get(key)
+        if text is None:
+            raw = self.get(addr, index)
+            if len(raw) < length:
+                raise Unsupported("a string points past its heap object")
+            self.img.budget -= length
+            if self.img.budget < 0:
+                raise Unsupported("more text than the file holds")
+            try:
+                text = self.texts[key] = raw[:length].decode("utf8")
+            except UnicodeDecodeError:
+                raise Unsupported("a string that is not UTF-8 text") from None
+        return text
 
     def get(self, addr, index):
         objects = self.collections.get(addr)
@@ -253,9 +279,9 @@ class _Heaps:
 def _attribute(b, heaps):
     """(name, value) of an attribute message, the value as h5py gives it: a numpy scalar
     or array, bytes (np.bytes_) for a fixed string, str for a variable-length one."""
+    if len(b) < 9 or b[0] not in (1, 2, 3) or b[1]:  # (v2/v3 flags: a shared type or space)
+        raise Unsupported("a short attribute message, of an unknown version, or with shared parts")
     version = b[0]
-    if version not in (1, 2, 3) or len(b) < 8 or b[1]:  # (v2/v3 flags: a shared type or space)
-        raise Unsupported(f"attribute message version {version}, or shared parts")
     nsize, tsize, ssize = struct.unpack_from("<HHH", b, 2)
     pad = _pad8 if version == 1 else (lambda n: n)
     pos = 8 if version != 3 else 9
@@ -277,24 +303,16 @@ def _attribute(b, heaps):
             raise Unsupported(f"attribute '{key}' holds less data than its shape")
         value = np.frombuffer(data, what, count=n).reshape(shape).copy()
     elif what[0] == _STRING:
-        size = what[1]
+        _, size, terminated = what
         if len(data) < n * size:
             raise Unsupported(f"attribute '{key}' holds less data than its shape")
-        items = [data[i * size:(i + 1) * size].split(b"\x00", 1)[0] for i in range(n)]
-        value = np.array(items, dtype=f"S{size}").reshape(shape)
+        value = np.frombuffer(data, f"S{size}", count=n).reshape(shape).copy()
+        if terminated:  # (null-padded: whole, as numpy holds it; null-terminated: to the first NUL)
+            value = np.array([v.split(b"\x00", 1)[0] for v in value.ravel()], f"S{size}").reshape(shape)
     else:
         if len(data) < 16 * n:
             raise Unsupported(f"attribute '{key}' holds less data than its shape")
-        items = []
-        for i in range(n):
-            length, addr, index = struct.unpack_from("<IQI", data, 16 * i)
-            raw = heaps.get(addr, index) if length else b""
-            if len(raw) < length:
-                raise Unsupported(f"attribute '{key}' points past its heap object")
-            try:
-                items.append(raw[:length].decode("utf8"))
-            except UnicodeDecodeError:
-                raise Unsupported(f"attribute '{key}' is not UTF-8 text") from None
+        items = [heaps.text(*struct.unpack_from("<IQI", data, 16 * i)) for i in range(n)]
         value = np.array(items, dtype=object).reshape(shape)
     return key, (value[()] if value.ndim == 0 else value)
 
@@ -340,6 +358,11 @@ class _Walk:
             btree, heap = struct.unpack_from("<QQ", kinds[_SYMBOL_TABLE][0][1])
             links = {}
             self.group(btree, self.heap(heap), path, depth, links)
+            # in name order, as the library visits them (so the first path to each object,
+            # which the bounds on names and depth apply to, is the one link_paths takes)
+            links = {k: links[k] for k in sorted(links, key=_key)}
+            for name, header in links.items():
+                self.object(header, f"{path}/{name}", depth + 1)
             node = _Node(links=links)
         elif _LINK_INFO in kinds or _LINK in kinds:
             raise Unsupported(f"group '{path or '/'}' keeps its links in the new format")
@@ -352,7 +375,7 @@ class _Walk:
             return
         try:
             node.attrs = self.attributes(msgs, kinds, path)
-        except (Unsupported, struct.error, ValueError, OverflowError) as e:
+        except (Unsupported, struct.error, ValueError, TypeError, OverflowError, IndexError) as e:
             self.incomplete(f"an attribute of '{path or '/'}': {e}")
             return
         self.objects[addr] = node
@@ -404,7 +427,7 @@ class _Walk:
                 if name in attrs:
                     raise Unsupported(f"two attributes named '{name}'")
                 attrs[name] = value
-        return attrs
+        return {k: attrs[k] for k in sorted(attrs, key=lambda k: k.encode("utf8"))}  # (h5py's order)
 
     def heap(self, addr):
         head = self.img.read(addr, 32)
@@ -449,7 +472,6 @@ class _Walk:
             if not raw or b"/" in raw or name in links:
                 raise Unsupported(f"a link named {raw!r} in '{path or '/'}', or twice")
             links[name] = header
-            self.object(header, f"{path}/{name}", depth + 1)
 
 
 class Parsed:
@@ -477,7 +499,7 @@ def parse(fd, offset=0, length=None):
         walk = _Walk(img)
         root = _superblock(img)
         walk.object(root, "", 0)
-    except (Unsupported, struct.error, OSError, ValueError, OverflowError, RecursionError, MemoryError):
+    except Exception:  # (Unsupported, or what a malformed structure made Python raise)
         return None
     for node in walk.objects.values():  # (absolute offsets: of the file, not the image)
         if node is not None and node.links is None and node.nbytes:
@@ -555,7 +577,7 @@ class Group(_Object):
         return self._find(path) is not None
 
     def keys(self):
-        return sorted(self._node.links, key=lambda n: n.encode("utf8", "surrogateescape"))
+        return list(self._node.links)  # (in name order)
 
     def __iter__(self):
         return iter(self.keys())
@@ -565,20 +587,30 @@ class Group(_Object):
 
     def link_paths(self):
         """Every link below this group, as h5py's `id.links.visit` lists them (bytes paths,
-        depth first in name order, each group entered once)."""
-        out, seen = [], set()
+        depth first in name order, each group entered once, this one included). ValueError
+        past MAX_DEPTH groups deep or MAX_LISTED bytes of paths (a hostile file: every link
+        to a group already entered is listed too)."""
+        out, listed = [], 0
         objects = self.file._parsed.objects
-
-        def visit(node, prefix):
-            for name in sorted(node.links, key=lambda n: n.encode("utf8", "surrogateescape")):
-                path = prefix + name.encode("utf8", "surrogateescape")
-                out.append(path)
-                addr = node.links[name]
-                child = objects[addr]
-                if child.links is not None and addr not in seen:
-                    seen.add(addr)
-                    visit(child, path + b"/")
-        visit(self._node, b"")
+        seen = {id(self._node)}
+        stack = [(iter(self._node.links.items()), b"")]
+        while stack:
+            entry = next(stack[-1][0], None)
+            if entry is None:
+                stack.pop()
+                continue
+            name, addr = entry
+            path = stack[-1][1] + _key(name)
+            listed += len(path)
+            if listed > MAX_LISTED:
+                raise ValueError(f"more than {MAX_LISTED} bytes of link names")
+            out.append(path)
+            child = objects[addr]
+            if child.links is not None and id(child) not in seen:
+                if len(stack) >= MAX_DEPTH:
+                    raise ValueError(f"groups nested more than {MAX_DEPTH} deep")
+                seen.add(id(child))
+                stack.append((iter(child.links.items()), path + b"/"))
         return out
 
 
@@ -607,7 +639,7 @@ class Dataset(_Object):
 
     def read(self, dtype=None):
         """The data in a new C-ordered array of `dtype` (default: the file's type),
-        converted as HDF5 would (a numpy cast)."""
+        converted as the HDF5 library converts (`_convert`)."""
         node = self._node
         target = np.dtype(dtype) if dtype is not None else node.dtype
         raw = self.file._take(self.name, node.at, node.nbytes)
@@ -616,7 +648,21 @@ class Dataset(_Object):
             if node.nbytes:
                 self.file._read_into(raw, node.at)
         out = raw.view(node.dtype).reshape(node.shape)
-        return out if out.dtype == target else out.astype(target)
+        return out if out.dtype == target else _convert(out, target)
+
+
+def _convert(data, target):
+    """`data` as `target`, as the HDF5 library converts: floats and integers to floats
+    round to nearest (a numpy cast), integers to integers saturate at the target's range.
+    Floats to integers (where the library's handling of NaN depends on the width) are
+    not done here."""
+    if target.kind in "iu" and data.dtype.kind in "iu":
+        info = np.iinfo(target)
+        return np.clip(data, max(info.min, np.iinfo(data.dtype).min),
+                       min(info.max, np.iinfo(data.dtype).max)).astype(target)
+    if target.kind == "f" or target.kind == "b":
+        return data.astype(target)
+    raise ValueError(f"data of type {data.dtype} is not read as {target} here")
 
 
 class File(Group):
