@@ -531,10 +531,7 @@ class Opening:
         """Stops the reading ahead and drops what it read (the check, if still running,
         finishes in the background)."""
         self._cancel = True
-        self._selected.set()
-        with self._cond:
-            self._arrays.clear()
-            self._runs = [] if self._runs is not None else None  # (the reader may hold them still)
+        self._drop()
 
     def join(self, timeout):
         """Waits (up to `timeout` s) for the reader to stop, e.g. before the file goes."""
@@ -572,9 +569,11 @@ class Opening:
             raise
 
     def _drop(self):
-        self._selected.set()  # (none given: nothing more is read ahead)
+        """Drops the arrays read ahead and not taken (the reader may hold its runs still);
+        nothing more is read ahead for a selection not given by now."""
+        self._selected.set()
         with self._cond:
-            self._arrays.clear()  # (read ahead but not asked for)
+            self._arrays.clear()
             self._runs = [] if self._runs is not None else None
 
     @contextlib.contextmanager
