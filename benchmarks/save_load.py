@@ -10,11 +10,11 @@ writes, to make the rename atomic), and numpy.save/np.load of one .npz.
 
 kgraph reads its own files (HDF5's classic format) with a pure-Python reader,
 kgraph/saving/h5lite.py. Rows marked "HDF5 library" load them as kgraph loads any other
-HDF5 file (kgraph.saving.h5files.PURE_PYTHON off): the structure is walked in another
+HDF5 file (kgraph.saving.h5opening.PURE_PYTHON off): the structure is walked in another
 process first (damaged files cannot crash the process; kgraph/saving/preflight.py), a
 helper process started when kgraph is imported, or a fork of this process until it is
 ready, then h5py parses it. Rows marked "unchecked" use h5py without that walk
-(kgraph.saving.h5files.PREFLIGHT off). The "first load" line times the very first load
+(kgraph.saving.h5opening.PREFLIGHT off). The "first load" line times the very first load
 of the process, and one load through the library checked by a fork. `load_model` also
 rebuilds and compiles the model from its config (initializers skipped: the file's values
 replace them). Every
@@ -98,7 +98,7 @@ def main():
     p = lambda name: os.path.join(folder, name)  # noqa: E731
     r = args.repeats
 
-    from kgraph.saving import h5files, optimizer_state
+    from kgraph.saving import h5opening, optimizer_state
     with_slots = arrays + optimizer_state.export(model)[1]
     plain = kgraph.models.clone_model(model)  # uncompiled: weights only
     plain.set_weights(arrays)
@@ -108,19 +108,19 @@ def main():
     first = time.perf_counter() - t
     from kgraph.saving import preflight
     preflight.USE_HELPER = False  # one check by a forked child, as before the helper is ready
-    h5files.PURE_PYTHON = False
+    h5opening.PURE_PYTHON = False
     t = time.perf_counter()
     plain.load_weights(p("first.weights.h5"))
     forked = time.perf_counter() - t
-    preflight.USE_HELPER = h5files.PURE_PYTHON = True
+    preflight.USE_HELPER = h5opening.PURE_PYTHON = True
 
     def setting(name, value, fn):
         def run():
-            setattr(h5files, name, value)
+            setattr(h5opening, name, value)
             try:
                 fn()
             finally:
-                setattr(h5files, name, not value)
+                setattr(h5opening, name, not value)
         return run
     unchecked = lambda fn: setting("PREFLIGHT", False, fn)  # noqa: E731
     library = lambda fn: setting("PURE_PYTHON", False, fn)  # noqa: E731

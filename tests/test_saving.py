@@ -651,8 +651,8 @@ def test_files_that_crash_or_hang_hdf5_raise_saving_error(monkeypatch, where):
     HDF5 2.0 segfault, of `hang.weights.h5` loop forever. Checked in the helper process or a
     forked child, each is a SavingError naming the file, and this process goes on. (Both
     go to the library whatever h5lite makes of them: that path is what is tested.)"""
-    from kgraph.saving import h5files, preflight
-    monkeypatch.setattr(h5files, "PURE_PYTHON", False)
+    from kgraph.saving import h5opening, preflight
+    monkeypatch.setattr(h5opening, "PURE_PYTHON", False)
     monkeypatch.setattr(preflight, "PREFLIGHT_TIMEOUT_S", 2.0)
     monkeypatch.setattr(preflight, "USE_HELPER", where == "helper")
     model, _, _ = _small_model("adam")

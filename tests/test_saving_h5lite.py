@@ -19,7 +19,7 @@ import pytest
 
 import kgraph
 from kgraph import layers as L
-from kgraph.saving import h5files, h5lite, h5probe, keras_zip, preflight
+from kgraph.saving import h5files, h5lite, h5opening, h5probe, keras_zip, preflight
 
 FIXTURES = os.path.join(os.path.dirname(__file__), "fixtures")
 
@@ -125,7 +125,7 @@ def test_says_none_for_what_it_does_not_read(tmp_path):
 
 def test_damaged_files_give_none_or_a_list_never_an_error(tmp_path):
     """Byte flips and truncations of a Keras file: the parse returns (None or a list of
-    [str, int, int]) quickly; what it lists is only ever a hint (h5files.Opening.take
+    [str, int, int]) quickly; what it lists is only ever a hint (h5opening.Opening.take
     compares it with the library's view after the check)."""
     src = open(os.path.join(FIXTURES, "keras", "lstm.weights.h5"), "rb").read()
     rng = random.Random(0)
@@ -174,15 +174,15 @@ def test_wrong_hints_are_never_used(tmp_path, monkeypatch):
         parsed.runs = [[n, o + 4, s] for n, o, s in parsed.runs]
         return parsed
     monkeypatch.setattr(h5lite, "parse", shifted)
-    monkeypatch.setattr(h5files, "PURE_PYTHON", False)  # (hints for the library's read)
+    monkeypatch.setattr(h5opening, "PURE_PYTHON", False)  # (hints for the library's read)
     taken = []
-    real_take = h5files.Opening.take
+    real_take = h5opening.Opening.take
 
     def spy(self, obj, dtype):
         out = real_take(self, obj, dtype)
         taken.append(out is not None)
         return out
-    monkeypatch.setattr(h5files.Opening, "take", spy)
+    monkeypatch.setattr(h5opening.Opening, "take", spy)
     loaded = _model()
     loaded.set_weights([w * 0 for w in loaded.get_weights()])
     loaded.load_weights(tmp_path / "m.weights.h5")
@@ -279,7 +279,7 @@ def test_a_name_listed_twice_is_refused_and_never_read_ahead(tmp_path, monkeypat
         return parsed
     with monkeypatch.context() as mp:
         mp.setattr(h5lite, "parse", with_decoy)
-        mp.setattr(h5files, "PURE_PYTHON", False)  # (hints for the library's read)
+        mp.setattr(h5opening, "PURE_PYTHON", False)  # (hints for the library's read)
         loaded = kgraph.Model(inp, L.Dense(3)(L.Dense(5)(inp)))
         loaded.load_weights(path)
     for a, b in zip(model.get_weights(), loaded.get_weights()):
@@ -416,11 +416,11 @@ def test_a_file_read_completely_is_loaded_without_the_library(tmp_path, monkeypa
             out.load_weights(path)
             return out
         return kgraph.models.load_model(path)
-    monkeypatch.setattr(h5files, "PURE_PYTHON", False)
+    monkeypatch.setattr(h5opening, "PURE_PYTHON", False)
     reference = load()
-    monkeypatch.setattr(h5files, "PURE_PYTHON", True)
+    monkeypatch.setattr(h5opening, "PURE_PYTHON", True)
     taken = []
-    real_take = h5files.Opening._take_run
+    real_take = h5opening.Opening._take_run
 
     def spy(self, name, offset, nbytes):
         out = real_take(self, name, offset, nbytes)
@@ -429,7 +429,7 @@ def test_a_file_read_completely_is_loaded_without_the_library(tmp_path, monkeypa
 
     def no(*args, **kwargs):
         raise AssertionError("the HDF5 library was used")
-    monkeypatch.setattr(h5files.Opening, "_take_run", spy)
+    monkeypatch.setattr(h5opening.Opening, "_take_run", spy)
     monkeypatch.setattr(preflight, "check", no)
     monkeypatch.setattr(h5probe, "open_hdf5", no)
     loaded = load()

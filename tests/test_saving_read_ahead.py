@@ -1,10 +1,10 @@
 """How a load reads: where the datasets lie comes from a parse in this process (h5lite) or
-the check in another process, and they are read ahead (h5files.Opening) while the file is
+the check in another process, and they are read ahead (h5opening.Opening) while the file is
 still being walked and the model built; a `.keras` member's CRC-32 is computed from the
 same read; kgraph's archives are opened by the HDF5 library in place. Each path is checked
 both ways: it was taken, and the numbers are those of a plain h5py read.
 
-These tests load through the HDF5 library (h5files.PURE_PYTHON off), the path of every
+These tests load through the HDF5 library (h5opening.PURE_PYTHON off), the path of every
 file h5lite does not read completely; those marked `engine` run both ways."""
 from __future__ import annotations
 
@@ -22,7 +22,7 @@ import pytest
 
 import kgraph
 from kgraph import layers as L
-from kgraph.saving import SavingError, h5lite, h5files, h5probe, keras_zip, preflight
+from kgraph.saving import SavingError, h5files, h5lite, h5opening, h5probe, keras_zip, preflight
 
 
 def _model(compiled=True):
@@ -39,7 +39,7 @@ def _model(compiled=True):
 
 
 def _everything(opening):
-    opening.select(h5files.Selection(lambda name, nbytes: True, 1 << 40))
+    opening.select(h5opening.Selection(lambda name, nbytes: True, 1 << 40))
     return opening
 
 
@@ -48,7 +48,7 @@ def engine(request, monkeypatch):
     """Whether files h5lite reads completely are loaded by it (param True) or, as here by
     default, by the HDF5 library after the check."""
     pure = getattr(request, "param", False)
-    monkeypatch.setattr(h5files, "PURE_PYTHON", pure)
+    monkeypatch.setattr(h5opening, "PURE_PYTHON", pure)
     return pure
 
 
@@ -59,7 +59,7 @@ both_engines = pytest.mark.parametrize("engine", [False, True], ids=["library", 
 def taken(monkeypatch):
     """Names of the datasets whose data a load took from the read-ahead."""
     names = []
-    real, real_run = h5files.Opening.take, h5files.Opening._take_run
+    real, real_run = h5opening.Opening.take, h5opening.Opening._take_run
 
     def spy(self, obj, dtype):
         out = real(self, obj, dtype)
@@ -72,8 +72,8 @@ def taken(monkeypatch):
         if out is not None:
             names.append(name)
         return out
-    monkeypatch.setattr(h5files.Opening, "take", spy)
-    monkeypatch.setattr(h5files.Opening, "_take_run", spy_run)
+    monkeypatch.setattr(h5opening.Opening, "take", spy)
+    monkeypatch.setattr(h5opening.Opening, "_take_run", spy_run)
     return names
 
 
@@ -134,7 +134,7 @@ def test_read_ahead_takes_only_plain_runs_of_the_asked_type(tmp_path):
         f["plain"] = plain
         f.create_dataset("chunked", data=chunked, chunks=(16, 16), compression="gzip")
         f["wide"] = wide
-    opening = _everything(h5files.Opening(path, str(path), read_ahead=True))
+    opening = _everything(h5opening.Opening(path, str(path), read_ahead=True))
     with opening.open() as f:
         opening._planned.wait()  # (take() waits for the plan; this looks at it first)
         assert sorted(opening._index) == ["/plain", "/wide"]  # what the walk listed
@@ -152,7 +152,7 @@ def test_read_ahead_checks_the_offset_this_process_sees(tmp_path, monkeypatch):
     path = tmp_path / "a.h5"
     with h5py.File(path, "w") as f:
         f["a"] = np.arange(100, dtype="f4")
-    opening = _everything(h5files.Opening(path, str(path), read_ahead=True))
+    opening = _everything(h5opening.Opening(path, str(path), read_ahead=True))
     with opening.open() as f:
         opening._planned.wait()
         i, off, n = opening._index["/a"]
@@ -197,14 +197,14 @@ def test_a_refused_file_is_never_read_into_the_model(tmp_path, monkeypatch, hint
                 time.sleep(0.001)
             events.append(("verdict", None))
 
-    real_plan = h5files.Opening._plan
+    real_plan = h5opening.Opening._plan
 
     def spying_plan(self, extents):
         runs = real_plan(self, extents)
         events.append(("read", len(runs)))
         return runs
     monkeypatch.setattr(preflight, "check", spying_check)
-    monkeypatch.setattr(h5files.Opening, "_plan", spying_plan)
+    monkeypatch.setattr(h5opening.Opening, "_plan", spying_plan)
     if not hints:
         monkeypatch.setattr(h5lite, "parse", lambda *a, **k: None)
     with pytest.raises(SavingError, match="external files"):
@@ -315,16 +315,16 @@ def test_streamed_crc_equals_zlib_with_and_without_read_ahead(tmp_path, monkeypa
         info = zf.getinfo("model.weights.h5")
         expected = zlib.crc32(zf.read(info))
         assert info.CRC == expected
-    image = h5files.Image(str(path), keras_zip.WEIGHTS_OFFSET, info.file_size)
+    image = h5opening.Image(str(path), keras_zip.WEIGHTS_OFFSET, info.file_size)
     for accept in (lambda n, b: True, lambda n, b: not n.startswith("/optimizer"), None):
-        opening = h5files.Opening(image, str(path), checksum=True, read_ahead=accept is not None)
+        opening = h5opening.Opening(image, str(path), checksum=True, read_ahead=accept is not None)
         if accept is not None:
-            opening.select(h5files.Selection(accept, 1 << 30))
+            opening.select(h5opening.Selection(accept, 1 << 30))
         with opening.open():
             pass
         assert opening.crc() == expected
-    monkeypatch.setattr(h5files, "PREFLIGHT", False)
-    opening = h5files.Opening(image, str(path), checksum=True, read_ahead=True)
+    monkeypatch.setattr(h5opening, "PREFLIGHT", False)
+    opening = h5opening.Opening(image, str(path), checksum=True, read_ahead=True)
     assert opening.crc() == expected
 
 
@@ -388,7 +388,7 @@ def test_read_ahead_reads_only_what_the_model_can_hold(tmp_path):
         del f["layers/dense/vars/0"]
         f.create_dataset("layers/dense/vars/0", shape=(1 << 26,), dtype="f4")[-1] = 1.0
     plans = []
-    real_plan = h5files.Opening._plan
+    real_plan = h5opening.Opening._plan
 
     def spying_plan(self, extents):
         runs = real_plan(self, extents)
@@ -397,7 +397,7 @@ def test_read_ahead_reads_only_what_the_model_can_hold(tmp_path):
     target = _model(compiled=False)
     before = target.get_weights()
     with pytest.MonkeyPatch.context() as mp:
-        mp.setattr(h5files.Opening, "_plan", spying_plan)
+        mp.setattr(h5opening.Opening, "_plan", spying_plan)
         with pytest.raises(SavingError, match=r"shape \(67108864,\)"):
             target.load_weights(path)
     listed, planned = plans[0]
@@ -417,7 +417,7 @@ def test_integers_of_fewer_bits_are_converted_not_copied(tmp_path):
         t.set_offset(4)
         d = h5py.h5d.create(f.id, b"odd", t, h5py.h5s.create_simple((4,)))
         d.write(h5py.h5s.ALL, h5py.h5s.ALL, np.array([1, 2, 3, -1], "i4"))
-    opening = _everything(h5files.Opening(path, str(path), read_ahead=True))
+    opening = _everything(h5opening.Opening(path, str(path), read_ahead=True))
     with opening.open() as f:
         assert h5probe.contiguous_extent(f["odd"].id) is None
         np.testing.assert_array_equal(h5files.read_array(f["odd"]), [1, 2, 3, -1])
@@ -429,7 +429,7 @@ def test_loads_without_threads(tmp_path, monkeypatch):
     .keras member's CRC-32 is still checked."""
     model = _model()
     model.save(tmp_path / "m.keras")
-    monkeypatch.setattr(h5files, "_spawn", lambda *a, **k: None)
+    monkeypatch.setattr(h5opening, "_spawn", lambda *a, **k: None)
     loaded = kgraph.models.load_model(tmp_path / "m.keras")
     for a, b in zip(model.get_weights(), loaded.get_weights()):
         np.testing.assert_array_equal(a, b)
@@ -450,7 +450,7 @@ def test_a_failing_read_ahead_leaves_the_checks_in_step(tmp_path, monkeypatch):
         f["layers/x"] = h5py.ExternalLink(str(tmp_path / "m.weights.h5"), "/layers")
     target = _model()
     with monkeypatch.context() as mp:
-        mp.setattr(h5files.Opening, "_start_reader", lambda self, extents: (_ for _ in ()).throw(RuntimeError("no")))
+        mp.setattr(h5opening.Opening, "_start_reader", lambda self, extents: (_ for _ in ()).throw(RuntimeError("no")))
         target.load_weights(tmp_path / "m.weights.h5")
     for a, b in zip(model.get_weights(), target.get_weights()):
         np.testing.assert_array_equal(a, b)
@@ -466,7 +466,7 @@ def test_a_file_replaced_during_the_load_is_an_error(tmp_path):
     b.set_weights([w + 1 for w in b.get_weights()])
     a.save_weights(tmp_path / "m.weights.h5")
     b.save_weights(tmp_path / "other.weights.h5")
-    opening = _everything(h5files.Opening(tmp_path / "m.weights.h5", "m.weights.h5", read_ahead=True))
+    opening = _everything(h5opening.Opening(tmp_path / "m.weights.h5", "m.weights.h5", read_ahead=True))
     os.replace(tmp_path / "other.weights.h5", tmp_path / "m.weights.h5")
     with pytest.raises(SavingError, match="replaced or changed while it was being loaded"):
         with opening.open():
@@ -512,14 +512,14 @@ def test_an_archive_replaced_before_its_bytes_are_read_starts_again(tmp_path, mo
     path = tmp_path / "m.keras"
     old.save(path)
     new.save(tmp_path / "new.keras")
-    real_read, calls = h5files.Opening._read, []
+    real_read, calls = h5opening.Opening._read, []
 
     def replacing_read(self, extents):
         calls.append(1)
         if len(calls) == 1:
             os.replace(tmp_path / "new.keras", path)
         return real_read(self, extents)
-    monkeypatch.setattr(h5files.Opening, "_read", replacing_read)
+    monkeypatch.setattr(h5opening.Opening, "_read", replacing_read)
     loaded = kgraph.models.load_model(path)
     assert len(calls) >= 2
     for a, b in zip(new.get_weights(), loaded.get_weights()):
@@ -612,7 +612,8 @@ def test_model_file_read_ahead_before_the_model_is_known(tmp_path, monkeypatch, 
         f.create_dataset("junk", shape=(1 << 28,), dtype="f4")[-1] = 1.0  # sparse: 1 GiB
         f["extra"] = np.ones(50_000, "f4")  # 200 kB on disk, larger than any weight
     plans, kept, selections = [], [], []
-    real_plan, real_batch, real_select = h5files.Opening._plan, h5files.Opening._read_batch, h5files.Opening.select
+    opening = h5opening.Opening
+    real_plan, real_batch, real_select = opening._plan, opening._read_batch, opening.select
     final = threading.Event()
 
     def spying_plan(self, extents):
@@ -631,9 +632,9 @@ def test_model_file_read_ahead_before_the_model_is_known(tmp_path, monkeypatch, 
         out = real_batch(self, fd, batch, start)
         kept.extend(name for name, _, _ in batch if name in self._arrays)
         return out
-    monkeypatch.setattr(h5files.Opening, "_plan", spying_plan)
-    monkeypatch.setattr(h5files.Opening, "select", spying_select)
-    monkeypatch.setattr(h5files.Opening, "_read_batch", spying_batch)
+    monkeypatch.setattr(h5opening.Opening, "_plan", spying_plan)
+    monkeypatch.setattr(h5opening.Opening, "select", spying_select)
+    monkeypatch.setattr(h5opening.Opening, "_read_batch", spying_batch)
     loaded = kgraph.models.load_model(path)
     assert len(selections) == 2  # provisional, then the model's
     assert "/junk" not in plans[0] and "/extra" in plans[0]  # (planned before the model was known)
@@ -655,7 +656,7 @@ def test_read_ahead_arrays_are_made_in_the_callers_thread(tmp_path, monkeypatch)
     def spying_empty(shape, dtype=float, *args, **kwargs):
         threads.append(threading.current_thread().name)
         return real_empty(shape, dtype, *args, **kwargs)
-    monkeypatch.setattr(h5files.np, "empty", spying_empty)
+    monkeypatch.setattr(h5opening.np, "empty", spying_empty)
     loaded = _model()
     loaded.load_weights(tmp_path / "m.weights.h5")
     assert len(threads) >= len(_h5_arrays(tmp_path / "m.weights.h5"))  # (weights, optimizer state)
@@ -669,14 +670,14 @@ def test_large_arrays_are_read_and_hashed_in_parts(tmp_path, monkeypatch, taken)
     """An array larger than a batch is read in parts that the hashing thread takes as they
     come: the values and the archive's CRC-32 come out the same, and a flipped byte deep in
     an array is still caught."""
-    monkeypatch.setattr(h5files, "READ_BATCH", 256)
+    monkeypatch.setattr(h5opening, "READ_BATCH", 256)
     parts = []
-    real_batch = h5files.Opening._read_batch
+    real_batch = h5opening.Opening._read_batch
 
     def spying_batch(self, fd, batch, start):
         parts.extend(len(p) for _, _, p in batch)
         return real_batch(self, fd, batch, start)
-    monkeypatch.setattr(h5files.Opening, "_read_batch", spying_batch)
+    monkeypatch.setattr(h5opening.Opening, "_read_batch", spying_batch)
     model = _model()
     model.save(tmp_path / "m.keras")
     loaded = kgraph.models.load_model(tmp_path / "m.keras")

@@ -17,8 +17,8 @@ import time
 import numpy as np
 
 from kgraph.engine.layer import deferred_initializers
-from kgraph.saving import (compile_config, h5files, h5probe, keras_zip, legacy_h5, model_config, optimizer_state,
-                           weights_h5)
+from kgraph.saving import (compile_config, h5files, h5opening, h5probe, keras_zip, legacy_h5, model_config,
+                           optimizer_state, weights_h5)
 from kgraph.saving.errors import FileChanged, SavingError
 
 LEGACY_SUFFIXES = (".h5", ".hdf5")
@@ -166,18 +166,18 @@ OPTIMIZER_GROUPS = ("/optimizer/", "/optimizer_weights/")
 
 
 def _selection(model, with_optimizer):
-    """What a load into `model` may read ahead (h5files.Selection): datasets no larger than
+    """What a load into `model` may read ahead (h5opening.Selection): datasets no larger than
     the model's largest weight (an optimizer slot mirrors a weight), the optimizer's only
     when its state is loaded, and in all no more than the weights and their slots take."""
     sizes = [int(np.prod(w.shape)) * np.dtype(w.dtype).itemsize for w in model.weights]
     biggest, total = max(sizes, default=0), sum(sizes)
     skip = () if with_optimizer else OPTIMIZER_GROUPS
     budget = total * (1 + (SLOTS_PER_WEIGHT if with_optimizer else 0)) + (1 << 20)
-    return h5files.Selection(lambda name, n: n <= max(biggest, 64) and not name.startswith(skip), budget)
+    return h5opening.Selection(lambda name, n: n <= max(biggest, 64) and not name.startswith(skip), budget)
 
 
 def _read_from_archive(member, opening, model, display, with_optimizer, **options):
-    """Values and plan from a .keras archive's weights (`opening`: its h5files.Opening); a
+    """Values and plan from a .keras archive's weights (`opening`: its h5opening.Opening); a
     damaged member is reported by its CRC-32 (the real cause) before any error it caused
     while parsing."""
     try:
@@ -227,7 +227,7 @@ def load_weights(model, filepath, skip_mismatch=False, **kwargs):
                 opening = member.opening(read_ahead=True)
                 opening.select(selection)
                 return _read_from_archive(member, opening, model, path, compiled, **options)
-        opening = h5files.Opening(path, path, read_ahead=True)
+        opening = h5opening.Opening(path, path, read_ahead=True)
         opening.select(selection)
         with opening.open() as f:
             return _read_weights_file(f, model, path, compiled, **options)
@@ -250,7 +250,7 @@ PROVISIONAL_BYTES = 256 << 20
 
 
 def _provisional(image, with_optimizer):
-    """(image: an h5files.Image)"""
+    """(image: an h5opening.Image)"""
     try:
         st = os.stat(image.path)
         allocated = getattr(st, "st_blocks", 0) * 512 or st.st_size
@@ -259,7 +259,7 @@ def _provisional(image, with_optimizer):
     if image.length is not None:
         allocated = min(allocated, image.length)
     skip = () if with_optimizer else OPTIMIZER_GROUPS
-    return h5files.Selection(lambda name, n: not name.startswith(skip), min(allocated, PROVISIONAL_BYTES))
+    return h5opening.Selection(lambda name, n: not name.startswith(skip), min(allocated, PROVISIONAL_BYTES))
 
 
 # How many times a load starts again when its file is replaced while it is being loaded
@@ -331,7 +331,7 @@ def _load_keras(path, custom_objects, compile):
 
 
 def _load_legacy(path, custom_objects, compile):
-    opening = h5files.Opening(path, path, read_ahead=True)
+    opening = h5opening.Opening(path, path, read_ahead=True)
     opening.select(_provisional(opening.image, compile))
     with opening.open() as f:
         with h5files.reading(path, "read the model"):

@@ -8,7 +8,7 @@ Why: the HDF5 C library can crash or loop forever on a damaged file, so a file i
 is first walked in another process (preflight), which costs that process's walk and a
 round trip, 3-6 ms on a busy 2-core machine, on the critical path of every load. Pure
 Python cannot crash: a file this module reads completely is loaded without the library
-and without the walk (h5files.Opening, File below). Each structure is checked as it is
+and without the walk (h5opening.Opening, File below). Each structure is checked as it is
 parsed (signatures, versions, sizes, every address within the image, every dataset's
 size against its shape and type) and the parse is bounded: an untrusted file cannot make
 it loop or allocate more than the file holds.
@@ -667,7 +667,7 @@ def _convert(data, target):
 
 class File(Group):
     """A parsed image served from the open file `fd` (the caller's, left open); `take(name,
-    offset, nbytes)` may give a dataset's bytes read ahead (h5files.Opening)."""
+    offset, nbytes)` may give a dataset's bytes read ahead (h5opening.Opening)."""
 
     def __init__(self, parsed, fd, take=None):
         self._parsed, self._fd, self._taker = parsed, fd, take

@@ -288,7 +288,7 @@ def probe(path, offset=0, length=None, extents=False, early=None):
 
     With `extents`, the plain-run datasets as [name, offset in the file at `path`,
     nbytes] (what a loader may read with plain preads while the walk goes on, see
-    h5files.Opening): given to `early({"extents": [...]})` before the walk when it is
+    h5opening.Opening): given to `early({"extents": [...]})` before the walk when it is
     given, else in an ok reply."""
     runs = None
     try:

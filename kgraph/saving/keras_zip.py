@@ -34,7 +34,7 @@ import zipfile
 
 import h5py
 
-from kgraph.saving import h5files, h5probe
+from kgraph.saving import h5files, h5opening, h5probe
 from kgraph.saving.errors import FileChanged, SavingError
 
 MEMBERS = ("metadata.json", "config.json", "model.weights.h5")
@@ -125,14 +125,14 @@ def write(path, metadata: dict, config: dict, write_weights):
             flusher = threading.Thread(target=os.fsync, args=(fd,), daemon=True)
             flusher.start()
             try:
-                weights.crc = h5files.crc_range(fd, WEIGHTS_OFFSET, size)
+                weights.crc = h5opening.crc_range(fd, WEIGHTS_OFFSET, size)
             finally:
                 flusher.join()
             h5probe.pwrite_all(fd, _local_header(weights, t, d, WEIGHTS_OFFSET), 0)
             entries, pos = [weights], WEIGHTS_OFFSET + size
             for name, data in (("metadata.json", json.dumps(metadata).encode()),
                                ("config.json", json.dumps(config).encode())):
-                e = _Entry(name, pos, h5files.crc32(data), len(data))
+                e = _Entry(name, pos, h5opening.crc32(data), len(data))
                 block = _local_header(e, t, d) + data
                 h5probe.pwrite_all(fd, block, pos)
                 entries.append(e)
@@ -207,7 +207,7 @@ class WeightsMember:
     def opening(self, read_ahead=False):
         """(`identity`: of the archive whose directory was read, so that a member of an
         archive replaced since is not taken for this one's.)"""
-        self._opening = h5files.Opening(self.image, self.display, checksum=self._expected is not None,
+        self._opening = h5opening.Opening(self.image, self.display, checksum=self._expected is not None,
                                         read_ahead=read_ahead, identity=self._identity)
         return self._opening
 
@@ -285,11 +285,11 @@ def open_archive(path, display):
                 if info.file_size != length:
                     raise SavingError(display, f"'model.weights.h5' stores {length} bytes but "
                                                f"declares {info.file_size}")
-                member = WeightsMember(display, h5files.Image(path, offset, length), info.CRC,
+                member = WeightsMember(display, h5opening.Image(path, offset, length), info.CRC,
                                        identity=identity)
             else:  # compressed by another tool: extracted beside the archive, CRC checked
                 tmp = _extract(zf, info, path, display)
-                member = WeightsMember(display, h5files.Image(tmp), extracted=tmp)
+                member = WeightsMember(display, h5opening.Image(tmp), extracted=tmp)
         yield metadata, config, member
     finally:
         if member is not None:
